@@ -1,0 +1,391 @@
+//! In-memory fakes of every port, honouring the port contracts, with fault injection
+//! (fail the next N calls of an operation, add latency) for tests of the core and of
+//! anything built on it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use profile_core::domain::{
+    AccountSnapshot, ProfileRecord, ProfileSnapshot, RewardsBalance, RewardsSnapshot, UserId,
+};
+use profile_core::ports::{
+    AccountRepository, CachePort, Clock, EmailChange, JournalId, ProfileRepository, RewardsError,
+    RewardsPort, StoreError,
+};
+
+/// An operation of a fake, as a target for fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `AccountRepository::account`.
+    Account,
+    /// `AccountRepository::set_email`.
+    SetEmail,
+    /// `ProfileRepository::load`.
+    Load,
+    /// `ProfileRepository::save`.
+    Save,
+    /// `ProfileRepository::begin_email_change`.
+    BeginEmailChange,
+    /// `ProfileRepository::complete_email_change`.
+    CompleteEmailChange,
+    /// `ProfileRepository::abort_email_change`.
+    AbortEmailChange,
+    /// `ProfileRepository::pending_email_changes`.
+    PendingEmailChanges,
+    /// `ping` of either repository.
+    Ping,
+}
+
+/// Scheduled failures and latency, shared by a fake's operations.
+#[derive(Debug, Default)]
+pub struct Faults {
+    plan: Mutex<HashMap<Op, (u32, StoreError)>>,
+    latency: Mutex<Option<Duration>>,
+    calls: Mutex<HashMap<Op, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A test that panicked while holding the lock must not hide later assertions.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Faults {
+    /// The next `n` calls of `op` fail with `error` (and change nothing).
+    pub fn fail_next(&self, op: Op, n: u32, error: StoreError) {
+        lock(&self.plan).insert(op, (n, error));
+    }
+
+    /// Every call sleeps this long first (`None` removes the delay).
+    pub fn set_latency(&self, latency: Option<Duration>) {
+        *lock(&self.latency) = latency;
+    }
+
+    /// How many times `op` was called, failed calls included.
+    pub fn calls(&self, op: Op) -> u64 {
+        lock(&self.calls).get(&op).copied().unwrap_or(0)
+    }
+
+    async fn enter(&self, op: Op) -> Result<(), StoreError> {
+        *lock(&self.calls).entry(op).or_default() += 1;
+        let latency = *lock(&self.latency);
+        if let Some(d) = latency {
+            tokio::time::sleep(d).await;
+        }
+        let mut plan = lock(&self.plan);
+        if let Some((n, err)) = plan.get_mut(&op)
+            && *n > 0
+        {
+            *n -= 1;
+            return Err(err.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The main database in memory.
+#[derive(Debug, Default)]
+pub struct MemoryAccounts {
+    accounts: Mutex<HashMap<UserId, AccountSnapshot>>,
+    /// Fault injection for this fake.
+    pub faults: Faults,
+}
+
+impl MemoryAccounts {
+    /// An empty store.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Adds or replaces an account (what the wider application would write).
+    pub fn insert(&self, account: AccountSnapshot) {
+        lock(&self.accounts).insert(account.id, account);
+    }
+
+    /// The stored account, bypassing fault injection.
+    pub fn get(&self, id: UserId) -> Option<AccountSnapshot> {
+        lock(&self.accounts).get(&id).cloned()
+    }
+}
+
+#[async_trait]
+impl AccountRepository for MemoryAccounts {
+    async fn account(&self, user_id: UserId) -> Result<Option<AccountSnapshot>, StoreError> {
+        self.faults.enter(Op::Account).await?;
+        Ok(self.get(user_id))
+    }
+
+    async fn set_email(&self, user_id: UserId, email: &str) -> Result<(), StoreError> {
+        self.faults.enter(Op::SetEmail).await?;
+        let mut all = lock(&self.accounts);
+        if all.values().any(|a| a.id != user_id && a.email.eq_ignore_ascii_case(email)) {
+            return Err(StoreError::EmailTaken);
+        }
+        let account = all.get_mut(&user_id).ok_or(StoreError::NotFound)?;
+        account.email = email.to_owned();
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.faults.enter(Op::Ping).await
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JournalState {
+    Pending,
+    Done,
+    Aborted,
+}
+
+#[derive(Debug, Default)]
+struct ProfilesState {
+    records: HashMap<UserId, ProfileRecord>,
+    journal: Vec<(EmailChange, JournalState)>,
+}
+
+impl ProfilesState {
+    fn check_version(&self, record: &ProfileRecord) -> Result<(), StoreError> {
+        let stored = self.records.get(&record.user_id).map_or(0, |r| r.version);
+        if stored + 1 == record.version { Ok(()) } else { Err(StoreError::VersionConflict) }
+    }
+
+    fn pending(&mut self, id: JournalId) -> Result<&mut (EmailChange, JournalState), StoreError> {
+        self.journal
+            .iter_mut()
+            .find(|(c, s)| c.id == id && *s == JournalState::Pending)
+            .ok_or(StoreError::NotFound)
+    }
+}
+
+/// The profiles database in memory, journal included.
+#[derive(Debug, Default)]
+pub struct MemoryProfiles {
+    state: Mutex<ProfilesState>,
+    next_id: AtomicU64,
+    /// Fault injection for this fake.
+    pub faults: Faults,
+}
+
+impl MemoryProfiles {
+    /// An empty store.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The stored record, bypassing fault injection.
+    pub fn get(&self, user_id: UserId) -> Option<ProfileRecord> {
+        lock(&self.state).records.get(&user_id).cloned()
+    }
+
+    /// Number of journal entries still pending.
+    pub fn pending_count(&self) -> usize {
+        lock(&self.state).journal.iter().filter(|(_, s)| *s == JournalState::Pending).count()
+    }
+}
+
+#[async_trait]
+impl ProfileRepository for MemoryProfiles {
+    async fn load(&self, user_id: UserId) -> Result<Option<ProfileRecord>, StoreError> {
+        self.faults.enter(Op::Load).await?;
+        Ok(self.get(user_id))
+    }
+
+    async fn save(&self, record: &ProfileRecord) -> Result<(), StoreError> {
+        self.faults.enter(Op::Save).await?;
+        let mut st = lock(&self.state);
+        st.check_version(record)?;
+        st.records.insert(record.user_id, record.clone());
+        Ok(())
+    }
+
+    async fn begin_email_change(&self, change: &EmailChange) -> Result<JournalId, StoreError> {
+        self.faults.enter(Op::BeginEmailChange).await?;
+        let mut st = lock(&self.state);
+        st.check_version(&change.record)?;
+        let id = i64::try_from(self.next_id.fetch_add(1, Ordering::Relaxed) + 1).unwrap_or(i64::MAX);
+        st.journal.push((EmailChange { id, ..change.clone() }, JournalState::Pending));
+        Ok(id)
+    }
+
+    async fn complete_email_change(&self, id: JournalId) -> Result<(), StoreError> {
+        self.faults.enter(Op::CompleteEmailChange).await?;
+        let mut st = lock(&self.state);
+        let record = st.pending(id)?.0.record.clone();
+        st.check_version(&record)?;
+        st.records.insert(record.user_id, record);
+        st.pending(id)?.1 = JournalState::Done;
+        Ok(())
+    }
+
+    async fn abort_email_change(&self, id: JournalId) -> Result<(), StoreError> {
+        self.faults.enter(Op::AbortEmailChange).await?;
+        lock(&self.state).pending(id)?.1 = JournalState::Aborted;
+        Ok(())
+    }
+
+    async fn pending_email_changes(&self) -> Result<Vec<EmailChange>, StoreError> {
+        self.faults.enter(Op::PendingEmailChanges).await?;
+        let st = lock(&self.state);
+        Ok(st.journal.iter().filter(|(_, s)| *s == JournalState::Pending).map(|(c, _)| c.clone()).collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.faults.enter(Op::Ping).await
+    }
+}
+
+/// The rewards service in memory: balances by user, scheduled failures, latency.
+#[derive(Debug, Default)]
+pub struct MemoryRewards {
+    balances: Mutex<HashMap<UserId, RewardsBalance>>,
+    fail_next: Mutex<u32>,
+    fail_always: Mutex<bool>,
+    latency: Mutex<Option<Duration>>,
+    calls: AtomicU64,
+}
+
+impl MemoryRewards {
+    /// A service where nobody has a rewards account.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Sets a user's balance (`None`: no rewards account, the service's 404).
+    pub fn set(&self, user_id: UserId, balance: Option<RewardsBalance>) {
+        let mut all = lock(&self.balances);
+        match balance {
+            Some(b) => all.insert(user_id, b),
+            None => all.remove(&user_id),
+        };
+    }
+
+    /// The next `n` calls fail.
+    pub fn fail_next(&self, n: u32) {
+        *lock(&self.fail_next) = n;
+    }
+
+    /// Every call fails while `on`.
+    pub fn fail_always(&self, on: bool) {
+        *lock(&self.fail_always) = on;
+    }
+
+    /// Every call sleeps this long first.
+    pub fn set_latency(&self, latency: Option<Duration>) {
+        *lock(&self.latency) = latency;
+    }
+
+    /// Calls made so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl RewardsPort for MemoryRewards {
+    async fn balance(&self, user_id: UserId) -> Result<Option<RewardsBalance>, RewardsError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let latency = *lock(&self.latency);
+        if let Some(d) = latency {
+            tokio::time::sleep(d).await;
+        }
+        {
+            let mut n = lock(&self.fail_next);
+            if *n > 0 {
+                *n -= 1;
+                return Err(RewardsError("injected failure".into()));
+            }
+        }
+        if *lock(&self.fail_always) {
+            return Err(RewardsError("injected failure".into()));
+        }
+        Ok(lock(&self.balances).get(&user_id).cloned())
+    }
+}
+
+/// Both caches in memory, without expiry (the core's rewards window still applies);
+/// `disabled_profiles` makes every profile lookup a miss, like a TTL of 0.
+#[derive(Debug, Default)]
+pub struct MemoryCache {
+    profiles: Mutex<HashMap<UserId, Arc<ProfileSnapshot>>>,
+    rewards: Mutex<HashMap<UserId, RewardsSnapshot>>,
+    disabled_profiles: bool,
+}
+
+impl MemoryCache {
+    /// A cache of both kinds.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// A cache that never keeps profiles (rewards still kept).
+    pub fn without_profiles() -> Arc<Self> {
+        Arc::new(Self { disabled_profiles: true, ..Self::default() })
+    }
+
+    /// The cached profile, for assertions.
+    pub fn peek_profile(&self, user_id: UserId) -> Option<Arc<ProfileSnapshot>> {
+        lock(&self.profiles).get(&user_id).cloned()
+    }
+}
+
+#[async_trait]
+impl CachePort for MemoryCache {
+    async fn profile(&self, user_id: UserId) -> Option<Arc<ProfileSnapshot>> {
+        if self.disabled_profiles {
+            return None;
+        }
+        self.peek_profile(user_id)
+    }
+
+    async fn put_profile(&self, snapshot: Arc<ProfileSnapshot>) {
+        if !self.disabled_profiles {
+            lock(&self.profiles).insert(snapshot.profile.user_id, snapshot);
+        }
+    }
+
+    async fn invalidate_profile(&self, user_id: UserId) {
+        lock(&self.profiles).remove(&user_id);
+    }
+
+    async fn rewards(&self, user_id: UserId) -> Option<RewardsSnapshot> {
+        lock(&self.rewards).get(&user_id).cloned()
+    }
+
+    async fn put_rewards(&self, user_id: UserId, snapshot: RewardsSnapshot) {
+        lock(&self.rewards).insert(user_id, snapshot);
+    }
+}
+
+/// A clock tests move by hand.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(Self { now: Mutex::new(start) })
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut now = lock(&self.now);
+        *now += chrono::TimeDelta::from_std(by).unwrap_or(chrono::TimeDelta::zero());
+    }
+
+    /// Sets the clock.
+    pub fn set(&self, to: DateTime<Utc>) {
+        *lock(&self.now) = to;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *lock(&self.now)
+    }
+}

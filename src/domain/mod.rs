@@ -1,0 +1,17 @@
+//! Domain types: the profile and its sections, accounts, rewards, the merge patch.
+
+pub mod account;
+pub mod error;
+pub mod patch;
+pub mod profile;
+pub mod rewards;
+pub mod rules;
+
+pub use account::{AccountSnapshot, AccountStatus, OrderStats, UserId};
+pub use error::FieldError;
+pub use patch::{BillingAddressPatch, NotificationsPatch, Patch, PrivacyPatch, ProfileUpdate};
+pub use profile::{
+    BillingAddress, Business, Notifications, Personal, PersonalFields, Preferences, Privacy, Profile,
+    ProfileFields, ProfileRecord, ProfileSnapshot, ProfileView, Statistics, Theme, Visibility,
+};
+pub use rewards::{Rewards, RewardsBalance, RewardsSnapshot, RewardsStatus};

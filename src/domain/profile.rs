@@ -1,0 +1,400 @@
+//! The profile representation of SPEC §4 and the stored, editable part of it.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::account::{AccountSnapshot, UserId};
+use super::rewards::Rewards;
+
+/// Interface colour scheme chosen by the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Theme {
+    /// Light colours.
+    Light,
+    /// Dark colours.
+    Dark,
+    /// Follow the device setting.
+    #[default]
+    System,
+}
+
+impl Theme {
+    /// Every accepted spelling, as the API writes it.
+    pub const NAMES: &'static [&'static str] = &["light", "dark", "system"];
+
+    /// The variant for one of [`Theme::NAMES`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "light" => Some(Self::Light),
+            "dark" => Some(Self::Dark),
+            "system" => Some(Self::System),
+            _ => None,
+        }
+    }
+}
+
+/// Who may see the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Everyone.
+    Public,
+    /// The user's contacts.
+    Contacts,
+    /// Only the user.
+    #[default]
+    Private,
+}
+
+impl Visibility {
+    /// Every accepted spelling, as the API writes it.
+    pub const NAMES: &'static [&'static str] = &["public", "contacts", "private"];
+
+    /// The variant for one of [`Visibility::NAMES`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "public" => Some(Self::Public),
+            "contacts" => Some(Self::Contacts),
+            "private" => Some(Self::Private),
+            _ => None,
+        }
+    }
+}
+
+/// Notification channels the user accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notifications {
+    /// E-mail notifications.
+    pub email: bool,
+    /// Text messages.
+    pub sms: bool,
+    /// Push notifications.
+    pub push: bool,
+    /// Marketing messages.
+    pub marketing: bool,
+}
+
+impl Default for Notifications {
+    fn default() -> Self {
+        Self { email: true, sms: false, push: true, marketing: false }
+    }
+}
+
+/// Privacy settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Privacy {
+    /// Who may see the profile.
+    pub profile_visibility: Visibility,
+    /// Whether activity is shown to others.
+    pub show_activity: bool,
+}
+
+/// The preferences section; every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preferences {
+    /// BCP 47 language tag in canonical case.
+    pub language: String,
+    /// IANA time zone name.
+    pub timezone: String,
+    /// Interface theme.
+    pub theme: Theme,
+    /// ISO 4217 currency code, upper-case.
+    pub currency: String,
+    /// Notification channels.
+    pub notifications: Notifications,
+    /// Privacy settings.
+    pub privacy: Privacy,
+}
+
+impl Preferences {
+    /// Default language.
+    pub const DEFAULT_LANGUAGE: &'static str = "en";
+    /// Default time zone.
+    pub const DEFAULT_TIMEZONE: &'static str = "UTC";
+    /// Default currency.
+    pub const DEFAULT_CURRENCY: &'static str = "USD";
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Self {
+            language: Self::DEFAULT_LANGUAGE.to_owned(),
+            timezone: Self::DEFAULT_TIMEZONE.to_owned(),
+            theme: Theme::default(),
+            currency: Self::DEFAULT_CURRENCY.to_owned(),
+            notifications: Notifications::default(),
+            privacy: Privacy::default(),
+        }
+    }
+}
+
+/// A postal billing address; line1, city and country are always present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillingAddress {
+    /// First address line.
+    pub line1: String,
+    /// Second address line.
+    pub line2: Option<String>,
+    /// City.
+    pub city: String,
+    /// Postal code.
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2 code, upper-case.
+    pub country: String,
+}
+
+/// The business section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Business {
+    /// Company name.
+    pub company_name: Option<String>,
+    /// Job title.
+    pub job_title: Option<String>,
+    /// Tax identifier, upper-case.
+    pub tax_id: Option<String>,
+    /// Company web site.
+    pub website: Option<String>,
+    /// Billing address, when one is set.
+    pub billing_address: Option<BillingAddress>,
+}
+
+/// The personal fields kept in the profiles database (the e-mail lives in the main one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PersonalFields {
+    /// Display name; `None` until the user sets one (the username is shown then).
+    pub display_name: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// E.164 phone number.
+    pub phone: Option<String>,
+    /// Avatar image URL.
+    pub avatar_url: Option<String>,
+    /// Free text about the user.
+    pub bio: Option<String>,
+    /// Date of birth.
+    pub birth_date: Option<NaiveDate>,
+    /// City.
+    pub city: Option<String>,
+    /// ISO 3166-1 alpha-2 code, upper-case.
+    pub country: Option<String>,
+}
+
+/// Every editable field owned by the profiles database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProfileFields {
+    /// Personal details (without the e-mail).
+    pub personal: PersonalFields,
+    /// Preferences.
+    pub preferences: Preferences,
+    /// Business data.
+    pub business: Business,
+}
+
+/// One user's row in the profiles database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileRecord {
+    /// Owner.
+    pub user_id: UserId,
+    /// Number of changes so far; 0 for a profile never edited.
+    pub version: i64,
+    /// Time of the change that set `version`; `None` while `version` is 0.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The editable fields.
+    pub fields: ProfileFields,
+}
+
+impl ProfileRecord {
+    /// The record of a user who never edited their profile.
+    pub fn new_default(user_id: UserId) -> Self {
+        Self { user_id, version: 0, updated_at: None, fields: ProfileFields::default() }
+    }
+}
+
+/// The personal section as served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Personal {
+    /// Display name (the username when never set).
+    pub display_name: String,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Account e-mail, from the main database.
+    pub email: String,
+    /// E.164 phone number.
+    pub phone: Option<String>,
+    /// Avatar image URL.
+    pub avatar_url: Option<String>,
+    /// Free text about the user.
+    pub bio: Option<String>,
+    /// Date of birth.
+    pub birth_date: Option<NaiveDate>,
+    /// City.
+    pub city: Option<String>,
+    /// ISO 3166-1 alpha-2 code.
+    pub country: Option<String>,
+}
+
+/// The statistics section, derived from the main database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Statistics {
+    /// Account creation time.
+    pub member_since: DateTime<Utc>,
+    /// Last login, if any.
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// Number of logins.
+    pub login_count: i64,
+    /// Completed orders.
+    pub orders_count: i64,
+    /// Sum of completed orders, in cents.
+    pub total_spent_cents: i64,
+    /// Time of the latest completed order.
+    pub last_order_at: Option<DateTime<Utc>>,
+    /// `floor(100 × set / 12)` over the twelve completeness fields.
+    pub profile_completeness: u8,
+}
+
+/// The complete profile except the rewards, which are composed per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    /// Owner.
+    pub user_id: UserId,
+    /// Number of changes so far.
+    pub version: i64,
+    /// Account creation time.
+    pub created_at: DateTime<Utc>,
+    /// Time of the last change that bumped `version`.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Personal details.
+    pub personal: Personal,
+    /// Preferences.
+    pub preferences: Preferences,
+    /// Statistics.
+    pub statistics: Statistics,
+    /// Business data.
+    pub business: Business,
+}
+
+impl Profile {
+    /// Builds the served profile from the account (main database) and the record (profiles database).
+    pub fn assemble(account: &AccountSnapshot, record: &ProfileRecord) -> Self {
+        let fields = &record.fields;
+        let p = &fields.personal;
+        let b = &fields.business;
+        let display_name = p.display_name.clone().unwrap_or_else(|| account.username.clone());
+        // display_name always has a value (the username at worst), so it always counts.
+        let set = [
+            p.first_name.is_some(),
+            p.last_name.is_some(),
+            p.phone.is_some(),
+            p.avatar_url.is_some(),
+            p.bio.is_some(),
+            p.birth_date.is_some(),
+            p.city.is_some(),
+            p.country.is_some(),
+            b.company_name.is_some(),
+            b.job_title.is_some(),
+            b.website.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count()
+            + 1;
+        let completeness = u8::try_from(100 * set / 12).unwrap_or(100);
+        Self {
+            user_id: account.id,
+            version: record.version,
+            created_at: account.created_at,
+            updated_at: record.updated_at,
+            personal: Personal {
+                display_name,
+                first_name: p.first_name.clone(),
+                last_name: p.last_name.clone(),
+                email: account.email.clone(),
+                phone: p.phone.clone(),
+                avatar_url: p.avatar_url.clone(),
+                bio: p.bio.clone(),
+                birth_date: p.birth_date,
+                city: p.city.clone(),
+                country: p.country.clone(),
+            },
+            preferences: fields.preferences.clone(),
+            statistics: Statistics {
+                member_since: account.created_at,
+                last_login_at: account.last_login_at,
+                login_count: account.login_count,
+                orders_count: account.orders.orders_count,
+                total_spent_cents: account.orders.total_spent_cents,
+                last_order_at: account.orders.last_order_at,
+                profile_completeness: completeness,
+            },
+            business: b.clone(),
+        }
+    }
+}
+
+/// An assembled profile together with a fingerprint of its data, as cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSnapshot {
+    /// The profile.
+    pub profile: Profile,
+    /// Hash of the profile's JSON; the ETag is derived from it and the rewards balance.
+    pub fingerprint: u128,
+}
+
+impl ProfileSnapshot {
+    /// Wraps a profile, computing its fingerprint once.
+    pub fn new(profile: Profile) -> Arc<Self> {
+        // Serialising plain data into a Vec cannot fail.
+        let bytes = serde_json::to_vec(&profile).unwrap_or_default();
+        let fingerprint = xxhash_rust::xxh3::xxh3_128(&bytes);
+        Arc::new(Self { profile, fingerprint })
+    }
+}
+
+/// What a read or an update returns: the cached part and the rewards of this request.
+#[derive(Debug, Clone)]
+pub struct ProfileView {
+    /// The profile without rewards (shared with the cache).
+    pub snapshot: Arc<ProfileSnapshot>,
+    /// The rewards balance composed for this request.
+    pub rewards: Rewards,
+}
+
+impl ProfileView {
+    /// The profile.
+    pub fn profile(&self) -> &Profile {
+        &self.snapshot.profile
+    }
+
+    /// Strong ETag (quoted) over everything but `rewards.status` and `rewards.as_of`.
+    pub fn etag(&self) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&self.snapshot.fingerprint.to_le_bytes());
+        h.update(&self.rewards.points.to_le_bytes());
+        match &self.rewards.tier {
+            Some(t) => {
+                h.update(&[1]);
+                h.update(t.as_bytes());
+            }
+            None => h.update(&[0]),
+        }
+        format!("\"{:032x}\"", h.digest128())
+    }
+
+    /// The JSON document of SPEC §4.
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            #[serde(flatten)]
+            profile: &'a Profile,
+            rewards: &'a Rewards,
+        }
+        serde_json::to_vec(&Doc { profile: self.profile(), rewards: &self.rewards }).unwrap_or_default()
+    }
+}

@@ -1,0 +1,168 @@
+//! The ports: what the core needs from the outside world, with their contracts.
+//!
+//! Every adapter of a port must honour the contract written on each method; the shared
+//! suite in [`crate::contract`] (feature `contract`) checks the storage ports.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    AccountSnapshot, ProfileRecord, ProfileSnapshot, RewardsBalance, RewardsSnapshot, UserId,
+};
+use std::sync::Arc;
+
+/// Why a storage operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The stored version is not the one the write expected (someone else wrote first).
+    #[error("the record changed since it was read")]
+    VersionConflict,
+    /// Another account already holds this e-mail address (compared case-insensitively).
+    #[error("the e-mail address is taken")]
+    EmailTaken,
+    /// The row the operation targets does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The store cannot serve now (locked, read-only, pool exhausted, timed out); retrying later may work.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; the text is for logs, never for clients.
+    #[error("storage failure: {0}")]
+    Failure(String),
+}
+
+/// The rewards service is failing (error status, bad body, timeout, refused, breaker open).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rewards service failing: {0}")]
+pub struct RewardsError(pub String);
+
+/// A journal entry's id in the profiles database.
+pub type JournalId = i64;
+
+/// An e-mail change that spans both databases, recorded before either is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailChange {
+    /// Journal id (assigned by [`ProfileRepository::begin_email_change`]).
+    pub id: JournalId,
+    /// E-mail before the change.
+    pub old_email: String,
+    /// E-mail after the change (lower-case).
+    pub new_email: String,
+    /// The profile record to store when the change completes (its `version` is the
+    /// stored version + 1).
+    pub record: ProfileRecord,
+    /// When the intent was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The main database: accounts and their orders. Shared with the wider application.
+#[async_trait]
+pub trait AccountRepository: Send + Sync {
+    /// The account with its completed-order statistics, in one read.
+    ///
+    /// MUST return `Ok(None)` when no account has this id (whatever its status; status
+    /// is reported, not filtered). Statistics count only orders with status `completed`.
+    async fn account(&self, user_id: UserId) -> Result<Option<AccountSnapshot>, StoreError>;
+
+    /// Sets the account's e-mail (given lower-case).
+    ///
+    /// MUST return `EmailTaken` when another account holds the address in any case, and
+    /// `NotFound` when the account does not exist. Setting the current address succeeds.
+    async fn set_email(&self, user_id: UserId, email: &str) -> Result<(), StoreError>;
+
+    /// Answers when the database can run a query (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The profiles database, owned by this service.
+#[async_trait]
+pub trait ProfileRepository: Send + Sync {
+    /// The user's record; `Ok(None)` when the user never edited their profile.
+    async fn load(&self, user_id: UserId) -> Result<Option<ProfileRecord>, StoreError>;
+
+    /// Stores `record` if the stored version is `record.version - 1` (a missing row
+    /// counts as version 0), atomically.
+    ///
+    /// MUST return `VersionConflict` and write nothing otherwise.
+    async fn save(&self, record: &ProfileRecord) -> Result<(), StoreError>;
+
+    /// Records the intent of an e-mail change (the `id` of `change` is ignored) and
+    /// returns its id. Checks the version as [`save`](Self::save) does, in the same
+    /// transaction, and writes nothing on `VersionConflict`. Does not apply the record.
+    async fn begin_email_change(&self, change: &EmailChange) -> Result<JournalId, StoreError>;
+
+    /// In one transaction: stores the entry's record with the version check of
+    /// [`save`](Self::save) and marks the entry done.
+    ///
+    /// MUST return `VersionConflict` (entry left pending, nothing written) when the
+    /// version moved, and `NotFound` when no pending entry has this id.
+    async fn complete_email_change(&self, id: JournalId) -> Result<(), StoreError>;
+
+    /// Marks a pending entry rolled back, writing no profile field. `NotFound` when no
+    /// pending entry has this id.
+    async fn abort_email_change(&self, id: JournalId) -> Result<(), StoreError>;
+
+    /// Every entry neither completed nor aborted, oldest first.
+    async fn pending_email_changes(&self) -> Result<Vec<EmailChange>, StoreError>;
+
+    /// Answers when the database can run a query (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The rewards service.
+#[async_trait]
+pub trait RewardsPort: Send + Sync {
+    /// `Ok(Some(balance))`, `Ok(None)` when the user has no rewards account, or an error
+    /// when the service is failing. MUST return within the adapter's configured timeout.
+    async fn balance(&self, user_id: UserId) -> Result<Option<RewardsBalance>, RewardsError>;
+}
+
+/// Caches of assembled profiles and rewards balances. Never fails: a cache that cannot
+/// answer behaves as a miss.
+#[async_trait]
+pub trait CachePort: Send + Sync {
+    /// The cached profile, if present and younger than the profile TTL.
+    async fn profile(&self, user_id: UserId) -> Option<Arc<ProfileSnapshot>>;
+
+    /// Stores (replaces) a profile.
+    async fn put_profile(&self, snapshot: Arc<ProfileSnapshot>);
+
+    /// Drops a profile, so the next read goes to the databases.
+    async fn invalidate_profile(&self, user_id: UserId);
+
+    /// The last known balance, whatever its age, while the cache keeps it (at least
+    /// long enough to serve it as `stale`); the core compares `fetched_at` to its window.
+    async fn rewards(&self, user_id: UserId) -> Option<RewardsSnapshot>;
+
+    /// Stores (replaces) the last known balance.
+    async fn put_rewards(&self, user_id: UserId, snapshot: RewardsSnapshot);
+}
+
+/// The time source; tests pin it.
+pub trait Clock: Send + Sync {
+    /// Now, in UTC.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// How long each step of a request took, for `Server-Timing`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// Profiles database, when it was read or written.
+    pub db_profiles: Option<Duration>,
+    /// Main database, when it was read or written.
+    pub db_main: Option<Duration>,
+    /// Rewards service call, when one was made.
+    pub rewards: Option<Duration>,
+}
