@@ -1,0 +1,398 @@
+//! The plumbing both stores share: file creation, pools and per-connection pragmas,
+//! migrations, error mapping, and the WAL checkpointer.
+
+use std::error::Error as StdError;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use deadpool_diesel::sqlite::{Hook, HookError, Manager, Pool, PoolError, Runtime};
+use deadpool_diesel::{InteractError, ManagerConfig, RecyclingMethod};
+use diesel::connection::SimpleConnection;
+use diesel::sql_types::Integer;
+use diesel::{QueryableByName, RunQueryDsl, SqliteConnection};
+use profile_core::ports::StoreError;
+use tokio::task::JoinHandle;
+
+use crate::{DbConfig, OpenError, PoolStatus};
+
+/// After a checkpoint resets the WAL, SQLite shrinks the file back to this size.
+const JOURNAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
+/// How often the checkpointer looks at the WAL file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL size past which the checkpointer forces a `wal_checkpoint(TRUNCATE)`.
+pub(crate) const CHECKPOINT_ABOVE: u64 = 4 * 1024 * 1024;
+/// The longest a forced checkpoint waits for readers, holding the writer meanwhile.
+const CHECKPOINT_WAIT_MAX: Duration = Duration::from_millis(100);
+/// Slack on top of `busy_timeout` for opening a connection (open + pragmas).
+const CONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// A store's error inside a transaction: diesel's, or a verdict of the store's own.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    /// The driver failed.
+    Diesel(diesel::result::Error),
+    /// The operation decided to fail (conflict, not found, bad stored data).
+    Store(StoreError),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Diesel(e)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl TxError {
+    fn into_store(self, label: &str) -> StoreError {
+        match self {
+            Self::Store(e) => e,
+            Self::Diesel(e) => diesel_error(label, &e),
+        }
+    }
+}
+
+/// Maps a driver error: lock, read-only and I/O trouble may pass, the rest is a failure.
+pub(crate) fn diesel_error(label: &str, e: &diesel::result::Error) -> StoreError {
+    use diesel::result::Error as E;
+    match e {
+        E::DatabaseError(_, info) => {
+            // diesel keeps only SQLite's message, not its result code.
+            let msg = info.message();
+            if msg.contains("locked") {
+                StoreError::Unavailable(format!("{label} database is locked (busy timeout elapsed)"))
+            } else if msg.contains("readonly") || msg.contains("read-only") {
+                StoreError::Unavailable(format!("{label} database is read-only"))
+            } else if msg.contains("disk is full")
+                || msg.contains("disk I/O")
+                || msg.contains("unable to open")
+            {
+                StoreError::Unavailable(format!("{label} database: {msg}"))
+            } else {
+                StoreError::Failure(format!("{label} database: {msg}"))
+            }
+        }
+        other => StoreError::Failure(format!("{label} database: {other}")),
+    }
+}
+
+fn pool_error(label: &str, e: &PoolError) -> StoreError {
+    match e {
+        PoolError::Timeout(_) => {
+            StoreError::Unavailable(format!("no {label} database connection free in time"))
+        }
+        PoolError::Closed => StoreError::Unavailable(format!("{label} database is closed")),
+        PoolError::NoRuntimeSpecified => StoreError::Failure(format!("{label} database pool has no runtime")),
+        other => {
+            StoreError::Unavailable(format!("cannot connect to {label} database: {}", pool_reason(other)))
+        }
+    }
+}
+
+fn interact_error(label: &str, e: &InteractError) -> StoreError {
+    match e {
+        InteractError::Panic(_) => StoreError::Failure(format!("{label} database task panicked")),
+        InteractError::Cancelled => StoreError::Unavailable(format!("{label} database task cancelled")),
+    }
+}
+
+/// The innermost reason of a pool error, without deadpool's wrapping prose.
+fn pool_reason(e: &PoolError) -> String {
+    match e {
+        PoolError::Backend(deadpool_diesel::Error::Connection(c)) => c.to_string(),
+        PoolError::Backend(deadpool_diesel::Error::Ping(p)) => p.to_string(),
+        PoolError::PostCreateHook(HookError::Backend(deadpool_diesel::Error::Ping(p))) => p.to_string(),
+        PoolError::PostCreateHook(HookError::Backend(b)) => b.to_string(),
+        PoolError::PostCreateHook(HookError::Message(m)) => m.to_string(),
+        PoolError::Timeout(_) => "timed out (is another process holding the database locked?)".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// An I/O error in plain words ("permission denied"), without the OS error number.
+fn io_reason(e: &io::Error) -> String {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::PermissionDenied => "permission denied".to_owned(),
+        K::NotFound => "no such file or folder".to_owned(),
+        K::AlreadyExists => "a file with that name exists".to_owned(),
+        K::ReadOnlyFilesystem => "read-only file system".to_owned(),
+        K::IsADirectory => "it is a folder".to_owned(),
+        K::NotADirectory => "a part of the path is a file, not a folder".to_owned(),
+        K::StorageFull => "no space left on device".to_owned(),
+        _ => {
+            let text = e.to_string();
+            // "Foo bar (os error 13)" → "foo bar"
+            let text = text.split(" (os error").next().unwrap_or(&text).to_owned();
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(c) => c.to_lowercase().chain(chars).collect(),
+                None => text,
+            }
+        }
+    }
+}
+
+/// Creates the folder and the file, so SQLite's own terser errors are never the first.
+fn prepare_file(path: &Path) -> Result<(), OpenError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| OpenError::Folder { path: parent.to_path_buf(), reason: io_reason(&e) })?;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| OpenError::File { path: path.to_path_buf(), reason: io_reason(&e) })?;
+    Ok(())
+}
+
+/// The pragmas every connection gets, `busy_timeout` first so the others wait for locks.
+fn setup_sql(busy: Duration, reader: bool) -> String {
+    let mut sql = format!(
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
+         PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};",
+        busy.as_millis()
+    );
+    if reader {
+        // Readers never write; this makes a slip an error instead of a lock fight.
+        sql.push_str(" PRAGMA query_only = ON;");
+    }
+    sql
+}
+
+fn build_pool(url: &str, max: usize, busy: Duration, reader: bool) -> Result<Pool, String> {
+    // Recycling only checks the transaction state: a `SELECT 1` per checkout would double
+    // the blocking-thread hops, and a broken file shows up on the next real query anyway.
+    let manager = Manager::from_config(
+        url,
+        Runtime::Tokio1,
+        ManagerConfig { recycling_method: RecyclingMethod::CustomFunction(Box::new(|_| Ok(()))) },
+    );
+    let sql: std::sync::Arc<str> = setup_sql(busy, reader).into();
+    // Deadpool replaces connections at any time (e.g. after a cancelled checkout), so the
+    // pragmas belong to connection creation, not to start-up.
+    let hook = Hook::async_fn(move |conn, _| {
+        let sql = sql.clone();
+        Box::pin(async move {
+            conn.interact(move |c| c.batch_execute(&sql))
+                .await
+                .map_err(|e| HookError::message(format!("connection setup interrupted: {e}")))?
+                .map_err(|e| HookError::Backend(deadpool_diesel::Error::Ping(e)))
+        })
+    });
+    Pool::builder(manager)
+        .max_size(max)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(busy))
+        .create_timeout(Some(busy + CONNECT_GRACE))
+        .recycle_timeout(Some(busy + CONNECT_GRACE))
+        .post_create(hook)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the embedded migrations of one database; returns the versions applied.
+pub(crate) type Migrate = fn(&mut SqliteConnection) -> Result<Vec<String>, Box<dyn StdError + Send + Sync>>;
+
+/// One database: a reader pool, a one-connection writer pool and the checkpointer.
+pub(crate) struct Db {
+    /// "main" or "profiles", for messages.
+    pub(crate) label: &'static str,
+    readers: Pool,
+    writer: Pool,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+    applied: Vec<String>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("label", &self.label).field("status", &self.pool_status()).finish()
+    }
+}
+
+impl Db {
+    /// Creates, migrates and pools one database file.
+    pub(crate) async fn open(
+        label: &'static str,
+        cfg: &DbConfig,
+        migrate: Migrate,
+    ) -> Result<Self, OpenError> {
+        let path = cfg.path.clone();
+        let text = path.to_str().ok_or_else(|| OpenError::Path { path: path.clone() })?;
+        // SQLite opens with URI parsing on: keep a plain path from reading as a URI.
+        let url = if text.starts_with("file:") || text.starts_with("sqlite:") {
+            format!("./{text}")
+        } else {
+            text.to_owned()
+        };
+        let prep_path = path.clone();
+        tokio::task::spawn_blocking(move || prepare_file(&prep_path))
+            .await
+            .map_err(|e| OpenError::File { path: path.clone(), reason: e.to_string() })??;
+
+        let connect = |reason: String| OpenError::Connect { path: path.clone(), reason };
+        let writer = build_pool(&url, 1, cfg.busy_timeout, false).map_err(connect)?;
+        let readers = build_pool(&url, cfg.pool_size.max(1), cfg.busy_timeout, true).map_err(connect)?;
+
+        let conn = writer.get().await.map_err(|e| connect(pool_reason(&e)))?;
+        let applied = conn
+            .interact(move |c| {
+                // IMMEDIATE: two processes starting together migrate one after the other.
+                c.immediate_transaction::<_, Box<dyn StdError + Send + Sync>, _>(migrate)
+            })
+            .await
+            .map_err(|e| OpenError::Migrate { path: path.clone(), reason: e.to_string() })?
+            .map_err(|e| OpenError::Migrate { path: path.clone(), reason: e.to_string() })?;
+        drop(conn);
+        // Opens one reader now, so a broken setup fails at start-up, not on a request.
+        drop(readers.get().await.map_err(|e| connect(pool_reason(&e)))?);
+
+        let wal = PathBuf::from(format!("{text}-wal"));
+        let task = tokio::spawn(checkpointer(writer.weak(), wal, label, cfg.busy_timeout));
+        Ok(Self { label, readers, writer, checkpointer: Mutex::new(Some(task)), applied })
+    }
+
+    /// Migrations this open applied (empty when the schema was current).
+    pub(crate) fn applied_migrations(&self) -> &[String] {
+        &self.applied
+    }
+
+    /// Runs `f` on a reader connection, on a blocking thread.
+    pub(crate) async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<R, TxError> + Send + 'static,
+    {
+        let label = self.label;
+        let conn = self.readers.get().await.map_err(|e| pool_error(label, &e))?;
+        conn.interact(f).await.map_err(|e| interact_error(label, &e))?.map_err(|e| e.into_store(label))
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer, on a blocking thread;
+    /// rolled back when `f` fails.
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<R, TxError> + Send + 'static,
+    {
+        let label = self.label;
+        let conn = self.writer.get().await.map_err(|e| pool_error(label, &e))?;
+        conn.interact(move |c| c.immediate_transaction(f))
+            .await
+            .map_err(|e| interact_error(label, &e))?
+            .map_err(|e| e.into_store(label))
+    }
+
+    /// A query that touches the file (the schema), for readiness.
+    pub(crate) async fn ping(&self, table: &'static str) -> Result<(), StoreError> {
+        self.read(move |c| {
+            c.batch_execute(&format!("SELECT 1 FROM {table} LIMIT 1"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Connection counts, readers and writer together.
+    pub(crate) fn pool_status(&self) -> PoolStatus {
+        let r = self.readers.status();
+        let w = self.writer.status();
+        let in_use = |s: &deadpool_diesel::Status| s.size.saturating_sub(s.available);
+        PoolStatus { size: r.size + w.size, in_use: in_use(&r) + in_use(&w), max: r.max_size + w.max_size }
+    }
+
+    /// Stops the checkpointer, truncates the WAL once more and closes both pools.
+    pub(crate) async fn close(&self) {
+        self.stop_checkpointer();
+        if !self.writer.is_closed()
+            && let Ok(conn) = self.writer.get().await
+        {
+            let label = self.label;
+            let done = conn.interact(|c| c.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")).await;
+            if let Ok(Err(e)) = done {
+                tracing::debug!(database = label, error = %e, "final checkpoint skipped");
+            }
+        }
+        self.readers.close();
+        self.writer.close();
+    }
+
+    fn stop_checkpointer(&self) {
+        let task = match self.checkpointer.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn reader_conn(&self) -> deadpool_diesel::sqlite::Object {
+        self.readers.get().await.expect("a reader connection")
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.stop_checkpointer();
+    }
+}
+
+#[derive(QueryableByName)]
+struct CheckpointRow {
+    #[diesel(sql_type = Integer)]
+    busy: i32,
+}
+
+/// `wal_checkpoint(TRUNCATE)` waiting at most `wait` for readers; `true` when it finished.
+fn truncate_wal(c: &mut SqliteConnection, wait: Duration, busy: Duration) -> diesel::QueryResult<bool> {
+    // The checkpoint holds the write lock while it waits for readers: keep that short.
+    c.batch_execute(&format!("PRAGMA busy_timeout = {}", wait.as_millis()))?;
+    let row = diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)").get_result::<CheckpointRow>(c);
+    c.batch_execute(&format!("PRAGMA busy_timeout = {}", busy.as_millis()))?;
+    Ok(row?.busy == 0)
+}
+
+/// Bounds the WAL against checkpoint starvation: with readers always present, SQLite's
+/// automatic (passive) checkpoints can never restart the log, so it would grow forever.
+async fn checkpointer(
+    writer: deadpool_diesel::sqlite::WeakPool,
+    wal: PathBuf,
+    label: &'static str,
+    busy: Duration,
+) {
+    let wait = (busy / 4).min(CHECKPOINT_WAIT_MAX);
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let Some(pool) = writer.upgrade() else { return };
+        if pool.is_closed() {
+            return;
+        }
+        // A stat is cheap enough for the async thread and spares a writer checkout.
+        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if size <= CHECKPOINT_ABOVE {
+            continue;
+        }
+        let Ok(conn) = pool.get().await else { continue };
+        drop(pool);
+        match conn.interact(move |c| truncate_wal(c, wait, busy)).await {
+            Ok(Ok(true)) => tracing::debug!(database = label, wal_bytes = size, "WAL truncated"),
+            Ok(Ok(false)) => {
+                tracing::debug!(database = label, wal_bytes = size, "WAL checkpoint waited out by readers")
+            }
+            Ok(Err(e)) => tracing::warn!(database = label, error = %e, "WAL checkpoint failed"),
+            Err(e) => tracing::warn!(database = label, error = %e, "WAL checkpoint task failed"),
+        }
+    }
+}

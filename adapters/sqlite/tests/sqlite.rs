@@ -1,0 +1,445 @@
+//! The SQLite adapters against real temporary database files.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, SqliteConnection};
+use profile_core::domain::{AccountStatus, ProfileRecord, UserId};
+use profile_core::ports::{AccountRepository, EmailChange, ProfileRepository, StoreError};
+use profile_sqlite::{DbConfig, OpenError, ProfileStore, open_main, open_profiles};
+
+fn cfg(path: std::path::PathBuf) -> DbConfig {
+    DbConfig { path, pool_size: 4, busy_timeout: Duration::from_secs(5) }
+}
+
+fn raw(path: &std::path::Path) -> SqliteConnection {
+    let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    c.batch_execute("PRAGMA busy_timeout = 5000;").unwrap();
+    c
+}
+
+fn record(user_id: UserId, version: i64) -> ProfileRecord {
+    ProfileRecord {
+        version,
+        updated_at: Some(Utc.with_ymd_and_hms(2026, 11, 20, 8, 31, 12).unwrap()),
+        ..ProfileRecord::new_default(user_id)
+    }
+}
+
+#[tokio::test]
+async fn open_creates_folder_and_files_and_migrating_again_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let main_path = dir.path().join("nested/data/main.db");
+    let profiles_path = dir.path().join("other/profiles.db");
+
+    let main = open_main(&cfg(main_path.clone())).await.unwrap();
+    let profiles = open_profiles(&cfg(profiles_path.clone())).await.unwrap();
+    assert!(main_path.is_file() && profiles_path.is_file());
+    assert_eq!(main.applied_migrations().len(), 1);
+    assert_eq!(profiles.applied_migrations().len(), 1);
+    assert_eq!(main.ping().await, Ok(()));
+    assert_eq!(profiles.ping().await, Ok(()));
+    main.close().await;
+    profiles.close().await;
+
+    let main = open_main(&cfg(main_path.clone())).await.unwrap();
+    let profiles = open_profiles(&cfg(profiles_path)).await.unwrap();
+    assert!(main.applied_migrations().is_empty(), "second open must apply nothing");
+    assert!(profiles.applied_migrations().is_empty(), "second open must apply nothing");
+    assert_eq!(main.account(1).await, Ok(None));
+    assert_eq!(profiles.load(1).await, Ok(None));
+
+    // A main database whose tables the wider application created itself is adopted.
+    let foreign = dir.path().join("foreign.db");
+    raw(&foreign)
+        .batch_execute(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE COLLATE NOCASE, \
+             username TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'active', created_at TEXT NOT NULL, \
+             last_login_at TEXT, login_count INTEGER NOT NULL DEFAULT 0); \
+             INSERT INTO users (id, email, username, created_at) VALUES (5, 'x@example.com', 'x', '2026-01-01T00:00:00Z');",
+        )
+        .unwrap();
+    let adopted = open_main(&cfg(foreign)).await.unwrap();
+    assert_eq!(adopted.account(5).await.unwrap().unwrap().orders.orders_count, 0);
+}
+
+#[tokio::test]
+async fn open_errors_name_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+
+    let err = open_main(&cfg(file.join("sub/main.db"))).await.unwrap_err();
+    assert!(matches!(err, OpenError::Folder { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("cannot create database folder ") && text.contains("plain-file/sub/:"),
+        "{text}"
+    );
+    assert!(!text.contains("os error"), "{text}");
+
+    let err = open_main(&cfg(dir.path().to_path_buf())).await.unwrap_err();
+    assert!(matches!(err, OpenError::File { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("cannot create or open database file "), "{err}");
+
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 8192]).unwrap();
+    let err = open_profiles(&cfg(junk)).await.unwrap_err();
+    assert!(matches!(err, OpenError::Connect { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("junk.db") && text.contains("not a database"), "{text}");
+}
+
+/// Eight tasks × 50 updates, each task owning one field and retrying on conflict by
+/// reloading, as the service does: no update may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_of_distinct_fields_lose_nothing() {
+    const TASKS: usize = 8;
+    const UPDATES: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_profiles(&cfg(dir.path().join("p.db"))).await.unwrap());
+    let user = 42;
+    let conflicts = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        let conflicts = conflicts.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..UPDATES {
+                loop {
+                    let mut r =
+                        store.load(user).await.unwrap().unwrap_or_else(|| ProfileRecord::new_default(user));
+                    let value = Some(format!("task{t}-{n}"));
+                    let p = &mut r.fields.personal;
+                    let b = &mut r.fields.business;
+                    match t {
+                        0 => p.display_name = value,
+                        1 => p.first_name = value,
+                        2 => p.last_name = value,
+                        3 => p.city = value,
+                        4 => p.bio = value,
+                        5 => b.company_name = value,
+                        6 => b.job_title = value,
+                        _ => b.tax_id = value,
+                    }
+                    r.version += 1;
+                    r.updated_at = Some(Utc::now());
+                    match store.save(&r).await {
+                        Ok(()) => break,
+                        Err(StoreError::VersionConflict) => {
+                            conflicts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("save failed: {e}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let r = store.load(user).await.unwrap().unwrap();
+    assert_eq!(r.version, (TASKS * UPDATES) as i64);
+    let last = |t: usize| Some(format!("task{t}-{}", UPDATES - 1));
+    let p = &r.fields.personal;
+    let b = &r.fields.business;
+    assert_eq!(
+        [
+            &p.display_name,
+            &p.first_name,
+            &p.last_name,
+            &p.city,
+            &p.bio,
+            &b.company_name,
+            &b.job_title,
+            &b.tax_id
+        ],
+        [&last(0), &last(1), &last(2), &last(3), &last(4), &last(5), &last(6), &last(7)]
+    );
+    eprintln!("version conflicts retried: {}", conflicts.load(Ordering::Relaxed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_saves_of_the_same_version_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_profiles(&cfg(dir.path().join("p.db"))).await.unwrap());
+    for user in 1..=20 {
+        let (a, b) = (store.clone(), store.clone());
+        let mut first = record(user, 1);
+        first.fields.personal.city = Some("A".into());
+        let mut second = record(user, 1);
+        second.fields.personal.city = Some("B".into());
+        let (x, y) = tokio::join!(
+            tokio::spawn(async move { a.save(&first).await }),
+            tokio::spawn(async move { b.save(&second).await })
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let wins = [&x, &y].iter().filter(|r| r.is_ok()).count();
+        let conflicts = [&x, &y].iter().filter(|r| **r == &Err(StoreError::VersionConflict)).count();
+        assert_eq!((wins, conflicts), (1, 1), "user {user}: {x:?} {y:?}");
+        let city = store.load(user).await.unwrap().unwrap().fields.personal.city.unwrap();
+        assert_eq!(city, if x.is_ok() { "A" } else { "B" });
+    }
+}
+
+#[tokio::test]
+async fn journal_entry_survives_a_crash_and_settles_either_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = cfg(dir.path().join("p.db"));
+    let v1 = record(7, 1);
+    let mut v2 = record(7, 2);
+    v2.fields.personal.first_name = Some("Ada".into());
+    let change = EmailChange {
+        id: 0,
+        old_email: "old@example.com".into(),
+        new_email: "new@example.com".into(),
+        record: v2.clone(),
+        created_at: Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap(),
+    };
+    {
+        let store = open_profiles(&config).await.unwrap();
+        store.save(&v1).await.unwrap();
+        store.begin_email_change(&change).await.unwrap();
+        // The process dies here, before the main database commits: no close().
+    }
+    let store = open_profiles(&config).await.unwrap();
+    let pending = store.pending_email_changes().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0], EmailChange { id: pending[0].id, ..change.clone() });
+    store.abort_email_change(pending[0].id).await.unwrap();
+    assert_eq!(store.load(7).await.unwrap(), Some(v1), "an aborted change writes no field");
+    assert!(store.pending_email_changes().await.unwrap().is_empty());
+
+    let id = store.begin_email_change(&change).await.unwrap();
+    assert_ne!(id, pending[0].id, "journal ids are never reused");
+    drop(store);
+    let store = open_profiles(&config).await.unwrap();
+    store.complete_email_change(id).await.unwrap();
+    assert_eq!(store.load(7).await.unwrap(), Some(v2), "a completed change applies its record");
+    assert!(store.pending_email_changes().await.unwrap().is_empty());
+    store.close().await;
+    let states: Vec<(i64, String)> = {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            id: i64,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            state: String,
+        }
+        diesel::sql_query("SELECT id, state FROM email_journal ORDER BY id")
+            .load::<Row>(&mut raw(&config.path))
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, r.state))
+            .collect()
+    };
+    assert_eq!(states, vec![(pending[0].id, "aborted".to_owned()), (id, "done".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_database_locked_past_busy_timeout_is_unavailable_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = |p: &str| DbConfig {
+        path: dir.path().join(p),
+        pool_size: 2,
+        busy_timeout: Duration::from_millis(100),
+    };
+    let profiles = open_profiles(&short("p.db")).await.unwrap();
+    let main = open_main(&short("m.db")).await.unwrap();
+    raw(&short("m.db").path)
+        .batch_execute("INSERT INTO users (id, email, username, created_at) VALUES (1, 'a@example.com', 'a', '2026-01-01T00:00:00Z')")
+        .unwrap();
+
+    let mut lock_p = raw(&short("p.db").path);
+    let mut lock_m = raw(&short("m.db").path);
+    lock_p.batch_execute("BEGIN EXCLUSIVE").unwrap();
+    lock_m.batch_execute("BEGIN EXCLUSIVE").unwrap();
+
+    let (r1, r2) = (record(1, 1), record(2, 1));
+    let change = EmailChange {
+        id: 0,
+        old_email: "a@example.com".into(),
+        new_email: "b@example.com".into(),
+        record: record(3, 1),
+        created_at: Utc::now(),
+    };
+    let started = Instant::now();
+    let (a, b, c, d) = tokio::join!(
+        profiles.save(&r1),
+        profiles.save(&r2),
+        profiles.begin_email_change(&change),
+        main.set_email(1, "b@example.com"),
+    );
+    let took = started.elapsed();
+    for r in [a, b, c.map(|_| ()), d] {
+        assert!(matches!(&r, Err(StoreError::Unavailable(m)) if m.contains("database")), "{r:?}");
+    }
+    assert!(took >= Duration::from_millis(90), "gave up after {took:?}, before busy_timeout");
+    assert!(took < Duration::from_secs(3), "waited {took:?}, far past busy_timeout");
+    // WAL readers are not blocked by a writer.
+    assert_eq!(profiles.load(1).await, Ok(None));
+    assert_eq!(main.account(1).await.unwrap().unwrap().status, AccountStatus::Active);
+
+    lock_p.batch_execute("ROLLBACK").unwrap();
+    lock_m.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(profiles.save(&record(1, 1)).await, Ok(()), "the store recovers once the lock is gone");
+    assert_eq!(main.set_email(1, "b@example.com").await, Ok(()));
+}
+
+#[tokio::test]
+async fn pool_status_and_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_profiles(&DbConfig {
+        path: dir.path().join("p.db"),
+        pool_size: 3,
+        busy_timeout: Duration::from_secs(1),
+    })
+    .await
+    .unwrap();
+    let s = store.pool_status();
+    assert_eq!(s.max, 4, "three readers and the writer");
+    assert!(s.size >= 2 && s.size <= 4, "{s:?}");
+    assert_eq!(s.in_use, 0);
+    store.close().await;
+    assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(store.save(&record(1, 1)).await, Err(StoreError::Unavailable(_))));
+}
+
+#[tokio::test]
+async fn seed_is_deterministic_appends_and_reports_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_main(&cfg(dir.path().join("m.db"))).await.unwrap();
+    let calls = std::sync::Mutex::new(Vec::new());
+    let report = store.seed(20, 10, &|n| calls.lock().unwrap().push(n)).await.unwrap();
+    assert_eq!((report.first_id, report.last_id, report.users, report.orders), (1, 20, 20, 200));
+    assert_eq!(*calls.lock().unwrap(), vec![20]);
+
+    let mut completed = 0;
+    let mut some_user_has_other_statuses = false;
+    for id in 1..=20 {
+        let a = store.account(id).await.unwrap().unwrap();
+        assert_eq!(a.email, format!("user{id}@example.com"));
+        assert_eq!(a.username, format!("user{id}"));
+        assert_eq!(a.status, AccountStatus::Active);
+        assert!(a.orders.orders_count <= 10);
+        assert!(a.orders.orders_count > 0 && a.orders.last_order_at.is_some());
+        completed += a.orders.orders_count;
+        some_user_has_other_statuses |= a.orders.orders_count < 10;
+    }
+    assert_eq!(completed, 160, "most, not all, orders are completed");
+    assert!(some_user_has_other_statuses);
+
+    // The same figures in a fresh database: deterministic.
+    let again = open_main(&cfg(dir.path().join("m2.db"))).await.unwrap();
+    again.seed(20, 10, &|_| {}).await.unwrap();
+    for id in [1, 7, 20] {
+        assert_eq!(again.account(id).await.unwrap(), store.account(id).await.unwrap());
+    }
+
+    // Appends after the highest id, in batches of 10,000 with progress after each.
+    calls.lock().unwrap().clear();
+    let report = store.seed(25_000, 1, &|n| calls.lock().unwrap().push(n)).await.unwrap();
+    assert_eq!((report.first_id, report.last_id, report.orders), (21, 25_020, 25_000));
+    assert_eq!(*calls.lock().unwrap(), vec![10_000, 20_000, 25_000]);
+    assert_eq!(store.account(25_020).await.unwrap().unwrap().email, "user25020@example.com");
+    let none = store.seed(0, 10, &|_| panic!("no progress for nothing")).await.unwrap();
+    assert_eq!((none.first_id, none.last_id, none.users), (25_021, 25_020, 0));
+}
+
+/// `cargo test --release -p profile-sqlite -- --ignored seed_100k --nocapture`
+#[tokio::test]
+#[ignore = "timing; run in release mode"]
+async fn seed_100k() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_main(&cfg(dir.path().join("m.db"))).await.unwrap();
+    let started = Instant::now();
+    let report = store.seed(100_000, 10, &|_| {}).await.unwrap();
+    let took = started.elapsed();
+    eprintln!("seeded {} users and {} orders in {took:?}", report.users, report.orders);
+    assert_eq!((report.users, report.orders), (100_000, 1_000_000));
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(store.account(100_000).await.unwrap().unwrap().orders.orders_count, 8);
+}
+
+fn wal_size(db: &std::path::Path) -> u64 {
+    let wal = format!("{}-wal", db.display());
+    std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Readers that always keep a read transaction open (each holds one ~20 ms, staggered),
+/// the pattern that starves SQLite's automatic checkpoints.
+fn start_readers(db: &std::path::Path, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    (0..2)
+        .map(|i| {
+            let db = db.to_path_buf();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = raw(&db);
+                std::thread::sleep(Duration::from_millis(10 * i));
+                while !stop.load(Ordering::Relaxed) {
+                    c.batch_execute("BEGIN; SELECT count(*) FROM profiles;").unwrap();
+                    std::thread::sleep(Duration::from_millis(20));
+                    c.batch_execute("COMMIT").unwrap();
+                }
+            })
+        })
+        .collect()
+}
+
+/// Sustained writes with readers always present: the WAL file stays bounded (without
+/// the store's checkpointer it grows with every commit: nothing ever restarts it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_stays_bounded_under_sustained_writes_with_readers() {
+    const BOUND: u64 = 16 * 1024 * 1024;
+    const COMMITS: u64 = 12_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    let store: Arc<ProfileStore> = Arc::new(open_profiles(&cfg(path.clone())).await.unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers = start_readers(&path, &stop);
+    // (largest WAL seen, bytes appended to it: the sum of its growth between samples)
+    let monitor = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let (mut max, mut appended, mut last) = (0, 0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                let size = wal_size(&path);
+                max = size.max(max);
+                appended += size.saturating_sub(last);
+                last = size;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (max, appended)
+        })
+    };
+
+    let started = Instant::now();
+    let mut versions: HashMap<UserId, i64> = HashMap::new();
+    let bio = "x".repeat(400);
+    for n in 0..COMMITS {
+        let user = ((n * 7919) % 3000) as i64;
+        let v = versions.entry(user).or_insert(0);
+        *v += 1;
+        let mut r = record(user, *v);
+        r.fields.personal.bio = Some(format!("{n} {bio}"));
+        store.save(&r).await.unwrap();
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    let (max, appended) = monitor.join().unwrap();
+    eprintln!(
+        "{COMMITS} commits in {took:?}: {} MiB appended to the WAL, largest WAL {} KiB",
+        appended >> 20,
+        max >> 10
+    );
+    assert!(appended > 3 * BOUND, "the workload must write well past the bound ({appended} bytes)");
+    assert!(max <= BOUND, "WAL grew to {max} bytes");
+}
