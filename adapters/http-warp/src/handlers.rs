@@ -1,0 +1,356 @@
+//! Route handlers: each turns a request into a complete response, errors included.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use profile_core::ProfileRead;
+use profile_core::ports::Timings;
+use warp::Buf;
+use warp::Rejection;
+use warp::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, VARY,
+};
+use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::reject::{
+    InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader, PayloadTooLarge,
+    UnsupportedMediaType,
+};
+use warp::reply::Response;
+
+use crate::Ctx;
+use crate::problem::{self, Kind};
+
+/// Largest accepted PATCH body, in bytes.
+pub const MAX_BODY: usize = 16 * 1024;
+
+const SERVER_TIMING: &str = "server-timing";
+
+/// `GET /user/profile`.
+pub(crate) async fn get_profile(ctx: Arc<Ctx>, start: Instant, headers: HeaderMap) -> Response {
+    let user = match ctx.verifier.authenticate(headers.get(AUTHORIZATION)) {
+        Ok(u) => u,
+        Err(e) => return problem::unauthorized(e),
+    };
+    match ctx.state.service.get(user).await {
+        Ok(read) => {
+            let etag = read.view.etag();
+            if if_none_match(&headers, &etag) {
+                return not_modified(etag, &read.timings, start);
+            }
+            profile_response(&ctx, &read, etag, start)
+        }
+        Err(e) => problem::service_error(e),
+    }
+}
+
+/// `PATCH /user/profile`.
+pub(crate) async fn patch_profile<S, B>(
+    ctx: Arc<Ctx>,
+    start: Instant,
+    headers: HeaderMap,
+    body: S,
+) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let user = match ctx.verifier.authenticate(headers.get(AUTHORIZATION)) {
+        Ok(u) => u,
+        Err(e) => return problem::unauthorized(e),
+    };
+    if !is_json_media_type(headers.get(CONTENT_TYPE)) {
+        return problem::problem(
+            Kind::UnsupportedMediaType,
+            "The body must be application/merge-patch+json or application/json.",
+        );
+    }
+    let bytes = match read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let doc: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        // serde's message names only a line and column, never the input itself.
+        Err(e) => return problem::problem(Kind::BadRequest, format!("The body is not valid JSON: {e}.")),
+    };
+    let if_match = if_match(&headers);
+    match ctx.state.service.update_document(user, &doc, if_match.as_deref()).await {
+        Ok(read) => {
+            let etag = read.view.etag();
+            profile_response(&ctx, &read, etag, start)
+        }
+        Err(e) => problem::service_error(e),
+    }
+}
+
+/// `GET /healthz`.
+pub(crate) fn healthz() -> Response {
+    json_static(r#"{"status":"ok"}"#)
+}
+
+/// `GET /readyz`.
+pub(crate) async fn readyz(ctx: Arc<Ctx>) -> Response {
+    match ctx.state.service.ready().await {
+        Ok(()) => json_static(r#"{"status":"ready"}"#),
+        Err(e) => problem::not_ready(format!("readiness check failed: {e:?}")),
+    }
+}
+
+/// `GET /metrics`.
+pub(crate) fn metrics(ctx: Arc<Ctx>) -> Response {
+    let mut res = Response::new((ctx.state.metrics)().into());
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// The one `recover`: whatever warp rejected becomes a problem document.
+pub(crate) async fn recover(r: Rejection) -> Result<Response, Infallible> {
+    let res = if r.is_not_found() {
+        problem::problem(Kind::NotFound, "No resource exists at this path.")
+    } else if r.find::<MethodNotAllowed>().is_some() {
+        problem::problem(Kind::MethodNotAllowed, "This method is not supported on this resource.")
+    } else if r.find::<PayloadTooLarge>().is_some() {
+        too_large()
+    } else if r.find::<UnsupportedMediaType>().is_some() {
+        problem::problem(Kind::UnsupportedMediaType, "The request's media type is not supported.")
+    } else if r.find::<LengthRequired>().is_some() {
+        problem::problem(Kind::LengthRequired, "A Content-Length header is required.")
+    } else if r.find::<InvalidHeader>().is_some()
+        || r.find::<MissingHeader>().is_some()
+        || r.find::<InvalidQuery>().is_some()
+    {
+        problem::problem(Kind::BadRequest, "The request is malformed.")
+    } else {
+        problem::internal_noted(format!("unhandled rejection: {r:?}"))
+    };
+    Ok(res)
+}
+
+fn json_static(body: &'static str) -> Response {
+    let mut res = Response::new(body.into());
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn too_large() -> Response {
+    problem::problem(Kind::PayloadTooLarge, "The body exceeds the 16 KiB limit.")
+}
+
+/// Reads the body, refusing more than [`MAX_BODY`] bytes whether or not a
+/// Content-Length announced it (chunked bodies are counted as they arrive).
+async fn read_body<S, B>(headers: &HeaderMap, body: S) -> Result<Vec<u8>, Response>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let announced = match headers.get(CONTENT_LENGTH) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(n) => Some(n),
+            None => {
+                return Err(problem::problem(Kind::BadRequest, "The Content-Length header is malformed."));
+            }
+        },
+    };
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let hint = announced.map_or(1024, |n| n as usize);
+    let mut buf = Vec::with_capacity(hint);
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = match chunk {
+            Ok(c) => c,
+            Err(_) => return Err(problem::problem(Kind::BadRequest, "The request body could not be read.")),
+        };
+        if buf.len() + chunk.remaining() > MAX_BODY {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            buf.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(buf)
+}
+
+/// `application/merge-patch+json` or `application/json`, parameters allowed.
+fn is_json_media_type(value: Option<&HeaderValue>) -> bool {
+    let Some(v) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = v.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/merge-patch+json")
+        || essence.eq_ignore_ascii_case("application/json")
+}
+
+/// The `If-Match` field as one list (several field lines are one comma-joined list).
+fn if_match(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers.get_all(IF_MATCH).iter();
+    let first = values.next()?;
+    // A value that is not text can match no ETag; an empty string keeps it a precondition.
+    let mut joined = first.to_str().unwrap_or("").to_owned();
+    for v in values {
+        joined.push_str(", ");
+        joined.push_str(v.to_str().unwrap_or(""));
+    }
+    Some(joined)
+}
+
+/// `If-None-Match` evaluation (RFC 9110 §13.1.2): `*`, or any listed entity tag equal
+/// to ours under weak comparison.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    let ours = opaque(etag.as_bytes());
+    headers.get_all(IF_NONE_MATCH).iter().any(|v| list_matches(v.as_bytes(), ours))
+}
+
+fn opaque(tag: &[u8]) -> &[u8] {
+    tag.strip_prefix(b"W/").unwrap_or(tag)
+}
+
+/// Walks an entity-tag list; a comma may sit inside a quoted tag, so split by quotes.
+fn list_matches(mut s: &[u8], ours: &[u8]) -> bool {
+    loop {
+        while let [b' ' | b'\t' | b',', rest @ ..] = s {
+            s = rest;
+        }
+        match s {
+            [] => return false,
+            [b'*', ..] => return true,
+            _ => {}
+        }
+        s = opaque(s);
+        if s.first() != Some(&b'"') {
+            // Malformed: nothing further in this line can be trusted to parse.
+            return false;
+        }
+        let Some(close) = s[1..].iter().position(|b| *b == b'"') else {
+            return false;
+        };
+        let (tag, rest) = s.split_at(close + 2);
+        if tag == ours {
+            return true;
+        }
+        s = rest;
+    }
+}
+
+/// Headers shared by `200` and `304` of the profile.
+fn cache_headers(h: &mut HeaderMap, etag: String, timings: &Timings, start: Instant) {
+    if let Ok(v) = HeaderValue::try_from(etag) {
+        h.insert(ETAG, v);
+    }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    h.insert(VARY, HeaderValue::from_static("Authorization"));
+    if let Ok(v) = HeaderValue::try_from(server_timing(timings, start.elapsed())) {
+        h.insert(SERVER_TIMING, v);
+    }
+}
+
+fn profile_response(ctx: &Ctx, read: &ProfileRead, etag: String, start: Instant) -> Response {
+    let mut res = Response::new(ctx.body.render(&read.view).into());
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    cache_headers(h, etag, &read.timings, start);
+    res
+}
+
+fn not_modified(etag: String, timings: &Timings, start: Instant) -> Response {
+    let mut res = Response::default();
+    *res.status_mut() = StatusCode::NOT_MODIFIED;
+    cache_headers(res.headers_mut(), etag, timings, start);
+    res
+}
+
+/// `total;dur=…` plus one entry per step that ran, in milliseconds.
+fn server_timing(t: &Timings, total: Duration) -> String {
+    let mut s = String::with_capacity(96);
+    let mut put = |name: &str, d: Duration| {
+        if !s.is_empty() {
+            s.push_str(", ");
+        }
+        // Integer formatting: float formatting costs more than the rest of this header.
+        let us = d.as_micros();
+        let _ = write!(s, "{name};dur={}.{:03}", us / 1000, us % 1000);
+    };
+    put("total", total);
+    if let Some(d) = t.db_profiles {
+        put("db_profiles", d);
+    }
+    if let Some(d) = t.db_main {
+        put("db_main", d);
+    }
+    if let Some(d) = t.rewards {
+        put("rewards", d);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TAG: &str = "\"abc\"";
+
+    fn inm(v: &'static str) -> bool {
+        let mut h = HeaderMap::new();
+        h.insert(IF_NONE_MATCH, HeaderValue::from_static(v));
+        if_none_match(&h, TAG)
+    }
+
+    #[test]
+    fn if_none_match_lists_and_weak_tags() {
+        assert!(inm("\"abc\""));
+        assert!(inm("W/\"abc\""));
+        assert!(inm("*"));
+        assert!(inm("\"x\", \"abc\""));
+        assert!(inm("\"a,b\",W/\"abc\""));
+        assert!(!inm("\"abcd\""));
+        assert!(!inm("abc"));
+        assert!(!inm("\"abc"));
+        assert!(!inm(""));
+    }
+
+    #[test]
+    fn if_none_match_across_field_lines() {
+        let mut h = HeaderMap::new();
+        h.append(IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
+        h.append(IF_NONE_MATCH, HeaderValue::from_static("\"abc\""));
+        assert!(if_none_match(&h, TAG));
+    }
+
+    #[test]
+    fn media_types() {
+        let ok = |v: &'static str| is_json_media_type(Some(&HeaderValue::from_static(v)));
+        assert!(ok("application/json"));
+        assert!(ok("application/merge-patch+json; charset=utf-8"));
+        assert!(ok("Application/JSON ;charset=UTF-8"));
+        assert!(!ok("text/plain"));
+        assert!(!ok("application/jsonx"));
+        assert!(!is_json_media_type(None));
+    }
+
+    #[test]
+    fn if_match_joins_lines() {
+        let mut h = HeaderMap::new();
+        assert_eq!(if_match(&h), None);
+        h.append(IF_MATCH, HeaderValue::from_static("\"a\""));
+        h.append(IF_MATCH, HeaderValue::from_static("\"b\""));
+        assert_eq!(if_match(&h).as_deref(), Some("\"a\", \"b\""));
+    }
+
+    #[test]
+    fn server_timing_lists_steps_that_ran() {
+        let t = Timings { db_profiles: None, db_main: Some(Duration::from_micros(1500)), rewards: None };
+        assert_eq!(server_timing(&t, Duration::from_millis(2)), "total;dur=2.000, db_main;dur=1.500");
+    }
+}

@@ -1,0 +1,146 @@
+//! Inbound HTTP adapter on warp: routes, bearer auth, problem+json, ETags, metrics.
+//!
+//! The composition root builds an [`AppState`] and either hands it to [`serve`] with a
+//! bound listener, or takes [`routes`] to run them itself (tests drive them with
+//! `warp::test`).
+
+mod auth;
+mod body;
+mod handlers;
+mod observe;
+mod problem;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use profile_core::ProfileService;
+use warp::Filter;
+use warp::reply::Response;
+
+pub use auth::{AuthConfig, AuthError, MAX_TOKEN_LEN, MintError, mint_token};
+pub use handlers::MAX_BODY;
+pub use observe::describe_metrics;
+
+use crate::auth::Verifier;
+use crate::observe::RequestId;
+
+/// Renders the process's metrics in the Prometheus text format.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Everything the routes need.
+#[derive(Clone)]
+pub struct AppState {
+    /// The use cases.
+    pub service: Arc<ProfileService>,
+    /// Bearer-token settings.
+    pub auth: AuthConfig,
+    /// Renders `GET /metrics`.
+    pub metrics: MetricsRenderer,
+}
+
+impl AppState {
+    /// Bundles the service, the auth settings and the metrics renderer.
+    pub fn new(service: Arc<ProfileService>, auth: AuthConfig, metrics: MetricsRenderer) -> Self {
+        Self { service, auth, metrics }
+    }
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState").field("auth", &self.auth).finish_non_exhaustive()
+    }
+}
+
+/// The state plus what is derived from it once, shared by every request.
+pub(crate) struct Ctx {
+    pub(crate) state: AppState,
+    pub(crate) verifier: Verifier,
+    pub(crate) body: body::BodyMemo,
+}
+
+/// Every route, with errors as problem+json and the per-request observability applied.
+pub fn routes(
+    state: AppState,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let ctx = Arc::new(Ctx { verifier: Verifier::new(&state.auth), body: body::BodyMemo::new(), state });
+    let with_ctx = warp::any().map(move || ctx.clone());
+    let now = || warp::any().map(Instant::now);
+
+    // Handler futures are boxed: unboxed, their multi-kilobyte state would be memcpy'd
+    // through every layer of warp's combinator futures on each request.
+    //
+    // Each path answers every method itself, so a known path with a wrong method is a
+    // 405 with `Allow` rather than a 404. Nothing after a method filter may reject, or
+    // the next alternative (the 405) would run instead.
+    let profile = {
+        let get = warp::get()
+            .and(with_ctx.clone())
+            .and(now())
+            .and(warp::header::headers_cloned())
+            .then(|ctx, start, headers| Box::pin(handlers::get_profile(ctx, start, headers)));
+        let patch = warp::patch()
+            .and(with_ctx.clone())
+            .and(now())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::stream())
+            .then(|ctx, start, headers, body| Box::pin(handlers::patch_profile(ctx, start, headers, body)));
+        let other = warp::any().map(|| problem::method_not_allowed("GET, PATCH"));
+        warp::path!("user" / "profile").and(get.or(patch).unify().or(other).unify())
+    };
+    let healthz = warp::path!("healthz").and(warp::get().map(handlers::healthz).or(get_only()).unify());
+    let readyz = warp::path!("readyz")
+        .and(warp::get().and(with_ctx.clone()).then(handlers::readyz).or(get_only()).unify());
+    let metrics =
+        warp::path!("metrics").and(warp::get().and(with_ctx).map(handlers::metrics).or(get_only()).unify());
+
+    let api =
+        profile.or(healthz).unify().or(readyz).unify().or(metrics).unify().recover(handlers::recover).unify();
+
+    // A missing or insane x-request-id is not an error: it is replaced.
+    let request_id =
+        warp::header::optional::<RequestId>(observe::X_REQUEST_ID).or(warp::any().map(|| None)).unify();
+    warp::any()
+        .map(Instant::now)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(request_id)
+        .and(api)
+        .map(observe::finish)
+}
+
+fn get_only() -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    warp::any().map(|| problem::method_not_allowed("GET"))
+}
+
+/// Serves [`routes`] on an already bound listener until `shutdown` resolves; then stops
+/// accepting, lets in-flight requests finish for at most `drain_timeout`, and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain_timeout: Duration,
+) {
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = signalled_tx.send(());
+    };
+    let server = warp::serve(routes(state)).incoming(listener).graceful(signal).run();
+    let mut server = std::pin::pin!(server);
+    // warp's graceful run waits for every connection without bound; the drain deadline
+    // starts only once the signal has fired, so it cannot cut a running server short.
+    tokio::select! {
+        () = &mut server => return,
+        _ = signalled_rx => {}
+    }
+    tracing::info!(
+        timeout_s = drain_timeout.as_secs_f64(),
+        "shutdown signalled: draining in-flight requests"
+    );
+    match tokio::time::timeout(drain_timeout, server).await {
+        Ok(()) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!("drain timeout reached; abandoning remaining connections"),
+    }
+}
