@@ -1,0 +1,276 @@
+//! `serve`: migrate, recover, wire the adapters into the core, serve until a signal.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use profile_cache_moka::{CacheConfig, MokaCache};
+use profile_core::ports::{RewardsPort, SystemClock};
+use profile_core::{ProfileService, ServiceConfig};
+use profile_http_warp::{AppState, AuthConfig};
+use profile_rewards_http::stub::StubMode;
+use profile_rewards_http::{HttpRewards, RewardsHttpConfig, UnconfiguredRewards};
+use profile_sqlite::{DbConfig, MainStore, ProfileStore};
+use tokio::net::TcpListener;
+
+use crate::cli::{DbArgs, ServeArgs};
+use crate::error::AppError;
+
+/// Users `serve --demo` seeds into an empty main database.
+const DEMO_USERS: u64 = 1_000;
+
+/// How long a SQLite connection waits for a lock before reporting the database busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default pool size: SQLite reads scale with cores, and a few spare connections
+/// absorb requests that wait on the other database.
+fn default_pool_size() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores * 2).max(4)
+}
+
+/// Opens (creating and migrating) both databases.
+pub async fn open_databases(db: &DbArgs) -> Result<(MainStore, ProfileStore), AppError> {
+    let main_cfg = DbConfig {
+        path: db.main_db.clone(),
+        pool_size: db.main_pool_size.map_or_else(default_pool_size, |n| n as usize),
+        busy_timeout: BUSY_TIMEOUT,
+    };
+    let profiles_cfg = DbConfig {
+        path: db.profiles_db.clone(),
+        pool_size: db.profiles_pool_size.map_or_else(default_pool_size, |n| n as usize),
+        busy_timeout: BUSY_TIMEOUT,
+    };
+    let main = profile_sqlite::open_main(&main_cfg)
+        .await
+        .map_err(|e| AppError::setting("--main-db (PROFILE_MAIN_DB)", e.to_string()))?;
+    let profiles = profile_sqlite::open_profiles(&profiles_cfg)
+        .await
+        .map_err(|e| AppError::setting("--profiles-db (PROFILE_PROFILES_DB)", e.to_string()))?;
+    Ok((main, profiles))
+}
+
+/// Installs the Prometheus recorder and describes every metric the adapters emit.
+fn install_metrics() -> Result<PrometheusHandle, AppError> {
+    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&buckets)
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| AppError::other(format!("cannot install the metrics recorder: {e}")))?;
+    profile_http_warp::describe_metrics();
+    profile_rewards_http::describe_metrics();
+    profile_cache_moka::describe_metrics();
+    metrics::describe_counter!(
+        "journal_recoveries_total",
+        "Unfinished cross-database e-mail changes settled at start-up, by outcome"
+    );
+    metrics::describe_gauge!("db_pool_size", "Connections open in the pool, by database");
+    metrics::describe_gauge!("db_pool_in_use", "Connections checked out of the pool, by database");
+    metrics::describe_gauge!("db_pool_max_size", "Configured pool capacity, by database");
+    Ok(handle)
+}
+
+/// Sends logs through a background writer so a slow terminal never stalls a request.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .try_init();
+    guard
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn display_path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// `profile-api serve [--demo]`.
+pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
+    let _log_guard = init_logging();
+    let prometheus = install_metrics()?;
+
+    let (main, profiles) = open_databases(&args.db).await?;
+    let main = Arc::new(main);
+    let profiles = Arc::new(profiles);
+
+    let mut secret = args.jwt.jwt_secret.clone().filter(|s| !s.is_empty());
+    let mut rewards_url = args.rewards_url.clone().filter(|s| !s.is_empty());
+    let mut demo_stub = None;
+    if args.demo {
+        if !main
+            .has_users()
+            .await
+            .map_err(|e| AppError::setting("--main-db (PROFILE_MAIN_DB)", e.to_string()))?
+        {
+            main.seed(DEMO_USERS, 10, &|_| {}).await.map_err(|e| {
+                AppError::setting("--main-db (PROFILE_MAIN_DB)", format!("cannot seed demo data: {e}"))
+            })?;
+            tracing::info!(users = DEMO_USERS, "seeded demo accounts");
+        }
+        if rewards_url.is_none() {
+            let stub = profile_rewards_http::stub::StubServer::start_local(StubMode::Normal)
+                .await
+                .map_err(|e| AppError::other(format!("cannot start the demo rewards stub: {e}")))?;
+            rewards_url = Some(format!("http://{}", stub.addr()));
+            demo_stub = Some(stub);
+        }
+        if secret.is_none() {
+            secret = Some(random_secret());
+        }
+    }
+    let secret = secret.ok_or_else(|| {
+        AppError::setting(
+            "--jwt-secret (PROFILE_JWT_SECRET)",
+            "is required: set a signing secret, or run `profile-api serve --demo`",
+        )
+    })?;
+    let auth = AuthConfig {
+        secret: secret.into_bytes(),
+        issuer: args.jwt.jwt_issuer.clone().filter(|s| !s.is_empty()),
+        audience: args.jwt.jwt_audience.clone().filter(|s| !s.is_empty()),
+    };
+
+    let rewards: Arc<dyn RewardsPort> = match &rewards_url {
+        Some(url) => Arc::new(
+            HttpRewards::new(RewardsHttpConfig {
+                base_url: url.clone(),
+                api_key: args.rewards_api_key.clone().filter(|s| !s.is_empty()),
+                timeout: Duration::from_millis(args.rewards_timeout_ms),
+                breaker_failures: args.rewards_breaker_failures,
+                breaker_cooldown: Duration::from_millis(args.rewards_breaker_cooldown_ms),
+            })
+            .map_err(|e| AppError::setting("--rewards-url (PROFILE_REWARDS_URL)", e.to_string()))?,
+        ),
+        None => Arc::new(UnconfiguredRewards::new()),
+    };
+    let rewards_window = Duration::from_secs(args.rewards_cache_ttl_s);
+    let cache = Arc::new(MokaCache::new(CacheConfig {
+        profile_ttl: Duration::from_secs(args.profile_cache_ttl_s),
+        // Keep the last known balance far beyond the window so failures can serve it `stale`.
+        rewards_retention: rewards_window.max(Duration::from_secs(24 * 3600)),
+        ..CacheConfig::default()
+    }));
+    let service = Arc::new(ProfileService::new(
+        main.clone(),
+        profiles.clone(),
+        rewards,
+        cache,
+        Arc::new(SystemClock),
+        ServiceConfig { rewards_window, ..ServiceConfig::default() },
+    ));
+
+    // Finish or roll back e-mail changes a previous process left half-done.
+    let report =
+        service.recover().await.map_err(|e| AppError::other(format!("journal recovery failed: {e}")))?;
+    metrics::counter!("journal_recoveries_total", "outcome" => "completed")
+        .increment(u64::from(report.completed));
+    metrics::counter!("journal_recoveries_total", "outcome" => "rolled_back")
+        .increment(u64::from(report.rolled_back));
+    if report.completed + report.rolled_back > 0 {
+        tracing::warn!(
+            completed = report.completed,
+            rolled_back = report.rolled_back,
+            "recovered unfinished e-mail changes"
+        );
+    }
+
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
+        AppError::setting("--listen (PROFILE_LISTEN)", format!("cannot listen on {}: {e}", args.listen))
+    })?;
+    let addr =
+        listener.local_addr().map_err(|e| AppError::setting("--listen (PROFILE_LISTEN)", e.to_string()))?;
+
+    let render = {
+        let main = main.clone();
+        let profiles = profiles.clone();
+        let prometheus = prometheus.clone();
+        Arc::new(move || {
+            for (db, status) in [("main", main.pool_status()), ("profiles", profiles.pool_status())] {
+                metrics::gauge!("db_pool_size", "db" => db).set(status.size as f64);
+                metrics::gauge!("db_pool_in_use", "db" => db).set(status.in_use as f64);
+                metrics::gauge!("db_pool_max_size", "db" => db).set(status.max as f64);
+            }
+            prometheus.render()
+        })
+    };
+    // Histograms keep raw samples until upkeep folds them in; do it off the request path.
+    let upkeep = tokio::spawn({
+        let prometheus = prometheus.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                prometheus.run_upkeep();
+            }
+        }
+    });
+
+    let state = AppState::new(service, auth.clone(), render);
+    tracing::info!(
+        %addr,
+        main_db = %display_path(&args.db.main_db),
+        profiles_db = %display_path(&args.db.profiles_db),
+        rewards = if rewards_url.is_some() { "configured" } else { "unconfigured" },
+        demo = args.demo,
+        "profile-api listening"
+    );
+    println!("profile-api listening on http://{addr}");
+    if args.demo {
+        let token = profile_http_warp::mint_token(&auth, 1, Duration::from_secs(24 * 3600))
+            .map_err(|e| AppError::other(format!("cannot mint the demo token: {e}")))?;
+        println!("demo: try it with");
+        println!("curl -s -H 'Authorization: Bearer {token}' http://{addr}/user/profile");
+    }
+
+    profile_http_warp::serve(
+        listener,
+        state,
+        shutdown_signal(),
+        Duration::from_secs(args.shutdown_timeout_s),
+    )
+    .await;
+
+    tracing::info!("shutting down: closing pools");
+    upkeep.abort();
+    if let Some(stub) = demo_stub {
+        stub.shutdown().await;
+    }
+    main.close().await;
+    profiles.close().await;
+    Ok(())
+}
+
+/// A fresh 256-bit secret for demo mode (tokens die with the process).
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
