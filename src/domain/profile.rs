@@ -338,22 +338,30 @@ impl Profile {
     }
 }
 
-/// An assembled profile together with a fingerprint of its data, as cached.
+/// An assembled profile with its serialised JSON and a fingerprint of it, as cached:
+/// a cached read then serialises only the small rewards part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileSnapshot {
     /// The profile.
     pub profile: Profile,
     /// Hash of the profile's JSON; the ETag is derived from it and the rewards balance.
     pub fingerprint: u128,
+    /// The profile's JSON object (without rewards).
+    json: Box<[u8]>,
 }
 
 impl ProfileSnapshot {
-    /// Wraps a profile, computing its fingerprint once.
+    /// Wraps a profile, serialising and fingerprinting it once.
     pub fn new(profile: Profile) -> Arc<Self> {
         // Serialising plain data into a Vec cannot fail.
-        let bytes = serde_json::to_vec(&profile).unwrap_or_default();
-        let fingerprint = xxhash_rust::xxh3::xxh3_128(&bytes);
-        Arc::new(Self { profile, fingerprint })
+        let json = serde_json::to_vec(&profile).unwrap_or_default().into_boxed_slice();
+        let fingerprint = xxhash_rust::xxh3::xxh3_128(&json);
+        Arc::new(Self { profile, fingerprint, json })
+    }
+
+    /// The profile's JSON object, without rewards.
+    pub fn json(&self) -> &[u8] {
+        &self.json
     }
 }
 
@@ -387,14 +395,16 @@ impl ProfileView {
         format!("\"{:032x}\"", h.digest128())
     }
 
-    /// The JSON document of SPEC §4.
+    /// The JSON document of SPEC §4: the cached profile object with `rewards` appended.
     pub fn to_json(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Doc<'a> {
-            #[serde(flatten)]
-            profile: &'a Profile,
-            rewards: &'a Rewards,
-        }
-        serde_json::to_vec(&Doc { profile: self.profile(), rewards: &self.rewards }).unwrap_or_default()
+        let profile = self.snapshot.json();
+        let open = profile.strip_suffix(b"}").unwrap_or(profile);
+        let mut out = Vec::with_capacity(profile.len() + 112);
+        out.extend_from_slice(open);
+        out.extend_from_slice(b",\"rewards\":");
+        // Plain data into a Vec: cannot fail.
+        let _ = serde_json::to_writer(&mut out, &self.rewards);
+        out.push(b'}');
+        out
     }
 }

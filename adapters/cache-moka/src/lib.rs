@@ -58,8 +58,9 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     /// 60 s / 50 000 profiles, 24 h / 100 000 balances. Measured (tests/memory_budget.rs):
-    /// a fully populated profile costs about 1.9 KiB resident with the cache's own
-    /// overhead, a balance about 0.4 KiB, so both caches full take about 130 MiB.
+    /// a fully populated profile (parsed and serialised) costs about 3.3 KiB resident
+    /// with the cache's own overhead, a balance about 0.4 KiB, so both caches full take
+    /// about 200 MiB.
     fn default() -> Self {
         Self {
             profile_ttl: Duration::from_secs(60),

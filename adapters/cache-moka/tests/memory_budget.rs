@@ -1,6 +1,7 @@
 //! Both caches filled to their default capacity, profiles with realistic and fully
-//! populated data, stay under 150 MB (3/4 of a 200 MB budget). Alone in its test
-//! binary so no other test moves the resident set size it measures.
+//! populated data (each profile kept parsed and serialised), stay under 250 MB, leaving
+//! the server 50 MB of its 300 MB budget. Alone in its test binary so no other test
+//! moves the resident set size it measures.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,8 +67,10 @@ fn full_profile(id: i64) -> Arc<ProfileSnapshot> {
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn full_default_caches_stay_under_three_quarters_of_200_mb() {
-    const BUDGET: u64 = 200 * 1024 * 1024;
+async fn full_default_caches_stay_within_the_servers_memory_budget() {
+    // The server must stay under 300 MB resident with full default caches; leave it
+    // 50 MB for everything else.
+    const BUDGET: u64 = 250 * 1024 * 1024;
     let config = CacheConfig { profile_ttl: Duration::from_secs(3600), ..CacheConfig::default() };
     let cache = MokaCache::new(config);
 
@@ -93,5 +96,5 @@ async fn full_default_caches_stay_under_three_quarters_of_200_mb() {
 
     let (p, r) = cache.entry_counts();
     assert!(p >= n * 9 / 10 && r >= m * 9 / 10, "the caches hold them: {p}, {r}");
-    assert!(profiles + rewards < BUDGET * 3 / 4, "{profiles} + {rewards} bytes");
+    assert!(profiles + rewards < BUDGET, "{profiles} + {rewards} bytes");
 }
