@@ -1,6 +1,7 @@
 //! `ProfileService`: the use cases — read, update, recover.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,24 +102,41 @@ pub struct ProfileService {
     /// Journal entries a request of this process is working through right now; settling
     /// them from another request would race with it.
     in_flight: Arc<Mutex<HashSet<JournalId>>>,
+    /// Counts journal entries this process left pending (a failure or a cancelled
+    /// request mid-protocol); `settled_upto` is how many of those a sweep has seen
+    /// settled. While they are equal no entry can be pending (start-up recovery settles
+    /// those of earlier processes), so updates skip the journal query.
+    left_pending: Arc<AtomicU64>,
+    settled_upto: AtomicU64,
 }
 
-/// Removes a journal id from the in-flight set however the request ends (cancellation included).
+/// Removes a journal id from the in-flight set however the request ends (cancellation
+/// included), and counts the entry as left pending unless it was seen settled.
 struct InFlight {
     set: Arc<Mutex<HashSet<JournalId>>>,
+    left_pending: Arc<AtomicU64>,
     id: JournalId,
+    settled: bool,
 }
 
 impl InFlight {
-    fn enter(set: &Arc<Mutex<HashSet<JournalId>>>, id: JournalId) -> Self {
-        set.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-        Self { set: set.clone(), id }
+    fn enter(service: &ProfileService, id: JournalId) -> Self {
+        service.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        Self {
+            set: service.in_flight.clone(),
+            left_pending: service.left_pending.clone(),
+            id,
+            settled: false,
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        if !self.settled {
+            self.left_pending.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -139,7 +157,17 @@ impl ProfileService {
         clock: Arc<dyn Clock>,
         config: ServiceConfig,
     ) -> Self {
-        Self { accounts, profiles, rewards, cache, clock, config, in_flight: Arc::default() }
+        Self {
+            accounts,
+            profiles,
+            rewards,
+            cache,
+            clock,
+            config,
+            in_flight: Arc::default(),
+            left_pending: Arc::default(),
+            settled_upto: AtomicU64::new(0),
+        }
     }
 
     /// Today's date (UTC), the anchor of the age rule.
@@ -263,7 +291,7 @@ impl ProfileService {
         let mut timings = Timings::default();
         // A change the journal left half-done must be settled before a new one builds on
         // it; otherwise recovery could later undo the new change.
-        self.settle_pending_of(user_id).await?;
+        self.settle_left_pending().await?;
         for _ in 0..self.config.max_update_attempts.max(1) {
             let (account, record) = self.read_both(user_id, &mut timings).await?;
             let current = ProfileSnapshot::new(Profile::assemble(&account, &record));
@@ -347,28 +375,32 @@ impl ProfileService {
         let (id, t) = timed(self.profiles.begin_email_change(&change)).await;
         add(&mut timings.db_profiles, t);
         change.id = id?;
-        let _guard = InFlight::enter(&self.in_flight, change.id);
+        let mut guard = InFlight::enter(self, change.id);
         let (set, t) = timed(self.accounts.set_email(account.id, new_email)).await;
         add(&mut timings.db_main, t);
         if let Err(e) = set {
             // The main database refused or failed: settle the entry by what it now holds.
-            let _ = self.settle(&change).await;
+            guard.settled = self.settle(&change).await.is_ok();
             return Err(e);
         }
         let (done, t) = timed(self.profiles.complete_email_change(change.id)).await;
         add(&mut timings.db_profiles, t);
         match done {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                guard.settled = true;
+                Ok(())
+            }
             Err(StoreError::VersionConflict) => {
                 // Someone changed the profile in between: undo the e-mail, close the entry.
                 self.accounts.set_email(account.id, &change.old_email).await?;
                 self.profiles.abort_email_change(change.id).await?;
+                guard.settled = true;
                 Err(StoreError::VersionConflict)
             }
             Err(e) => {
                 // Settle now if the store lets us; else it stays pending for the next
-                // update of this user or for start-up recovery.
-                let _ = self.settle(&change).await;
+                // update or for start-up recovery.
+                guard.settled = self.settle(&change).await.is_ok();
                 Err(e)
             }
         }
@@ -395,16 +427,23 @@ impl ProfileService {
         Ok(false)
     }
 
-    /// Settles the unfinished e-mail changes of one user.
-    async fn settle_pending_of(&self, user_id: UserId) -> Result<(), ServiceError> {
+    /// Settles the e-mail changes this process left unfinished, if it left any, so that
+    /// no update builds on a half-done one (recovery could otherwise undo it later).
+    async fn settle_left_pending(&self) -> Result<(), ServiceError> {
+        let left = self.left_pending.load(Ordering::SeqCst);
+        if left == self.settled_upto.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let pending = self.profiles.pending_email_changes().await?;
         for change in pending {
             let busy = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(&change.id);
-            if change.record.user_id == user_id && !busy {
+            if !busy {
                 self.settle(&change).await?;
-                self.cache.invalidate_profile(user_id).await;
+                self.cache.invalidate_profile(change.record.user_id).await;
             }
         }
+        // Entries counted after `left` was read are left for the next sweep.
+        self.settled_upto.fetch_max(left, Ordering::SeqCst);
         Ok(())
     }
 
