@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sqlite::Sqlite;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use profile_core::domain::{
@@ -32,8 +33,8 @@ pub struct ProfileStore {
 }
 
 /// A `profiles` row, column for column.
-#[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = profiles, primary_key(user_id), treat_none_as_null = true, check_for_backend(Sqlite))]
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = profiles, check_for_backend(Sqlite))]
 struct ProfileRow {
     user_id: i64,
     version: i64,
@@ -258,15 +259,119 @@ fn check_version(c: &mut SqliteConnection, user_id: UserId, version: i64) -> Res
 
 /// Checks the version and writes the whole row; call inside a write transaction.
 fn store_record(c: &mut SqliteConnection, record: &ProfileRecord) -> Result<(), TxError> {
-    let exists = check_version(c, record.user_id, record.version)?;
-    let row = ProfileRow::from_record(record);
-    if exists {
-        diesel::update(profiles::table.find(record.user_id)).set(&row).execute(c)?;
-    } else {
-        diesel::insert_into(profiles::table).values(&row).execute(c)?;
-    }
+    check_version(c, record.user_id, record.version)?;
+    UpsertProfile(ProfileRow::from_record(record)).execute(c)?;
     Ok(())
 }
+
+/// The columns of `profiles`, in [`ProfileRow`] order.
+const PROFILE_COLUMNS: [&str; 31] = [
+    "user_id",
+    "version",
+    "updated_at",
+    "display_name",
+    "first_name",
+    "last_name",
+    "phone",
+    "avatar_url",
+    "bio",
+    "birth_date",
+    "city",
+    "country",
+    "language",
+    "timezone",
+    "theme",
+    "currency",
+    "notify_email",
+    "notify_sms",
+    "notify_push",
+    "notify_marketing",
+    "profile_visibility",
+    "show_activity",
+    "company_name",
+    "job_title",
+    "tax_id",
+    "website",
+    "billing_line1",
+    "billing_line2",
+    "billing_city",
+    "billing_postal_code",
+    "billing_country",
+];
+
+/// `INSERT … ON CONFLICT DO UPDATE` of a whole row. Diesel prepares an UPDATE or a
+/// single-row INSERT anew on every call; this statement has one fixed text, so the
+/// connection keeps it prepared (keyed by its type) and a save skips SQLite's parser.
+struct UpsertProfile(ProfileRow);
+
+static UPSERT_SQL: std::sync::LazyLock<(String, String)> = std::sync::LazyLock::new(|| {
+    let head = format!("INSERT INTO profiles ({}) VALUES (", PROFILE_COLUMNS.join(", "));
+    let updates: Vec<String> = PROFILE_COLUMNS[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
+    let tail = format!(") ON CONFLICT (user_id) DO UPDATE SET {}", updates.join(", "));
+    (head, tail)
+});
+
+impl QueryId for UpsertProfile {
+    type QueryId = UpsertProfile;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Sqlite> for UpsertProfile {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+        let r = &self.0;
+        let (head, tail) = &*UPSERT_SQL;
+        out.push_sql(head);
+        out.push_bind_param::<BigInt, _>(&r.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&r.version)?;
+        for v in [
+            &r.updated_at,
+            &r.display_name,
+            &r.first_name,
+            &r.last_name,
+            &r.phone,
+            &r.avatar_url,
+            &r.bio,
+            &r.birth_date,
+            &r.city,
+            &r.country,
+        ] {
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, _>(v)?;
+        }
+        for v in [&r.language, &r.timezone, &r.theme, &r.currency] {
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(v)?;
+        }
+        for v in [&r.notify_email, &r.notify_sms, &r.notify_push, &r.notify_marketing] {
+            out.push_sql(", ");
+            out.push_bind_param::<Bool, _>(v)?;
+        }
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&r.profile_visibility)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&r.show_activity)?;
+        for v in [
+            &r.company_name,
+            &r.job_title,
+            &r.tax_id,
+            &r.website,
+            &r.billing_line1,
+            &r.billing_line2,
+            &r.billing_city,
+            &r.billing_postal_code,
+            &r.billing_country,
+        ] {
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, _>(v)?;
+        }
+        out.push_sql(tail);
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<SqliteConnection> for UpsertProfile {}
 
 impl ProfileStore {
     pub(crate) async fn open(cfg: &DbConfig) -> Result<Self, OpenError> {
