@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/profile-api
 
-.PHONY: run build test lint fmt fmt-check bench clean
+.PHONY: run build test lint fmt fmt-check fuzz bench soak clean
 
 ## run: build (release) and start the service in demo mode on 127.0.0.1:8080
 run:
@@ -27,9 +27,19 @@ fmt:
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
+## fuzz: schemathesis (pinned, in a venv under target/) checks every operation of
+## openapi.yaml against the real server (debug build, as `make test` leaves it)
+fuzz:
+	bash .ci/schemathesis
+
 ## bench: load benchmarks into BENCHMARKS.md (release build, loopback only)
 bench:
-	bash bench/run.sh
+	python3 bench/run.py
+
+## soak: SOAK_SECONDS (default 300) of mixed load on a release build; fails on any error
+## or RSS growth over 20 % after the first minute (loopback only; not part of CI)
+soak:
+	bash bench/soak.sh
 
 clean:
 	$(CARGO) clean

@@ -40,7 +40,7 @@ pub(crate) async fn get_profile(ctx: Arc<Ctx>, start: Instant, headers: HeaderMa
             if if_none_match(&headers, &etag) {
                 return not_modified(etag, &read.timings, start);
             }
-            profile_response(&ctx, &read, etag, start)
+            profile_response(&read, etag, start)
         }
         Err(e) => problem::service_error(e),
     }
@@ -80,7 +80,7 @@ where
     match ctx.state.service.update_document(user, &doc, if_match.as_deref()).await {
         Ok(read) => {
             let etag = read.view.etag();
-            profile_response(&ctx, &read, etag, start)
+            profile_response(&read, etag, start)
         }
         Err(e) => problem::service_error(e),
     }
@@ -105,6 +105,18 @@ pub(crate) fn metrics(ctx: Arc<Ctx>) -> Response {
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// This API's OpenAPI 3.1 description, embedded at compile time from the repository root.
+const OPENAPI_YAML: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.yaml"));
+
+/// `GET /openapi.yaml`.
+pub(crate) fn openapi() -> Response {
+    let mut res = Response::new(OPENAPI_YAML.into());
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
 }
 
@@ -256,8 +268,8 @@ fn cache_headers(h: &mut HeaderMap, etag: String, timings: &Timings, start: Inst
     }
 }
 
-fn profile_response(ctx: &Ctx, read: &ProfileRead, etag: String, start: Instant) -> Response {
-    let mut res = Response::new(ctx.body.render(&read.view).into());
+fn profile_response(read: &ProfileRead, etag: String, start: Instant) -> Response {
+    let mut res = Response::new(read.view.to_json().into());
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     cache_headers(h, etag, &read.timings, start);

@@ -5,7 +5,6 @@
 //! `warp::test`).
 
 mod auth;
-mod body;
 mod handlers;
 mod observe;
 mod problem;
@@ -57,14 +56,13 @@ impl fmt::Debug for AppState {
 pub(crate) struct Ctx {
     pub(crate) state: AppState,
     pub(crate) verifier: Verifier,
-    pub(crate) body: body::BodyMemo,
 }
 
 /// Every route, with errors as problem+json and the per-request observability applied.
 pub fn routes(
     state: AppState,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
-    let ctx = Arc::new(Ctx { verifier: Verifier::new(&state.auth), body: body::BodyMemo::new(), state });
+    let ctx = Arc::new(Ctx { verifier: Verifier::new(&state.auth), state });
     let with_ctx = warp::any().map(move || ctx.clone());
     let now = || warp::any().map(Instant::now);
 
@@ -94,9 +92,19 @@ pub fn routes(
         .and(warp::get().and(with_ctx.clone()).then(handlers::readyz).or(get_only()).unify());
     let metrics =
         warp::path!("metrics").and(warp::get().and(with_ctx).map(handlers::metrics).or(get_only()).unify());
+    let openapi = warp::path!("openapi.yaml").and(warp::get().map(handlers::openapi).or(get_only()).unify());
 
-    let api =
-        profile.or(healthz).unify().or(readyz).unify().or(metrics).unify().recover(handlers::recover).unify();
+    let api = profile
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(openapi)
+        .unify()
+        .recover(handlers::recover)
+        .unify();
 
     // A missing or insane x-request-id is not an error: it is replaced.
     let request_id =

@@ -65,6 +65,7 @@ pub(crate) fn route_label(path: &str) -> &'static str {
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
+        "/openapi.yaml" => "/openapi.yaml",
         _ => "other",
     }
 }
@@ -184,6 +185,7 @@ mod tests {
     fn route_labels_are_bounded() {
         assert_eq!(route_label("/user/profile"), "/user/profile");
         assert_eq!(route_label("/healthz/"), "/healthz");
+        assert_eq!(route_label("/openapi.yaml"), "/openapi.yaml");
         assert_eq!(route_label("/"), "other");
         assert_eq!(route_label("/user/42"), "other");
     }

@@ -1,0 +1,127 @@
+//! `GET /openapi.yaml` serves the repository's OpenAPI document, and the document names
+//! every route of the contract.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn document() -> String {
+    std::fs::read_to_string(repo_root().join("openapi.yaml")).expect("openapi.yaml at the repository root")
+}
+
+/// The routes SPEC.md promises, plus this document's own.
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/user/profile"),
+    ("patch", "/user/profile"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.yaml"),
+];
+
+/// The operations of the document's `paths` section, read from its layout: a path at
+/// two spaces of indentation, its methods at four.
+fn operations(doc: &str) -> Vec<(String, String)> {
+    let mut ops = Vec::new();
+    let mut in_paths = false;
+    let mut path: Option<String> = None;
+    for line in doc.lines() {
+        if !line.starts_with(' ') && !line.trim().is_empty() {
+            in_paths = line == "paths:";
+            path = None;
+            continue;
+        }
+        if !in_paths {
+            continue;
+        }
+        if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+            path = Some(format!("/{p}"));
+        } else if let (Some(p), Some(m)) =
+            (&path, line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')))
+            && !m.starts_with(' ')
+        {
+            ops.push((m.to_owned(), p.clone()));
+        }
+    }
+    ops
+}
+
+/// `METHOD /path` pairs written in SPEC.md (route tables and headings), when the
+/// contract sits beside the repository.
+fn spec_routes() -> Option<Vec<(String, String)>> {
+    let spec = std::fs::read_to_string(repo_root().join("../shared/SPEC.md")).ok()?;
+    let mut found = Vec::new();
+    for method in ["GET", "PATCH", "PUT", "POST", "DELETE"] {
+        let needle = format!("{method} /");
+        let mut rest = spec.as_str();
+        while let Some(at) = rest.find(&needle) {
+            let tail = &rest[at + method.len() + 1..];
+            let end = tail.find(|c: char| c.is_whitespace() || c == '`' || c == '|').unwrap_or(tail.len());
+            let path = &tail[..end];
+            if path.len() > 1 {
+                found.push((method.to_ascii_lowercase(), path.to_owned()));
+            }
+            rest = &tail[end..];
+        }
+    }
+    found.sort();
+    found.dedup();
+    Some(found)
+}
+
+#[tokio::test]
+async fn the_document_is_served_as_yaml() {
+    let app = App::new();
+    let res = warp::test::request().path("/openapi.yaml").reply(&app.routes()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "content-type"), Some("application/yaml"));
+    assert_eq!(header(&res, "x-content-type-options"), Some("nosniff"));
+    assert!(header(&res, "x-request-id").is_some());
+    let body = std::str::from_utf8(res.body()).expect("utf-8");
+    assert_eq!(body, document(), "the served document is the repository's openapi.yaml");
+    assert!(body.starts_with("openapi: 3.1."), "OpenAPI 3.1");
+}
+
+#[tokio::test]
+async fn other_methods_on_the_document_are_405() {
+    let app = App::new();
+    let res = warp::test::request().method("POST").path("/openapi.yaml").reply(&app.routes()).await;
+    assert_problem(&res, 405);
+    assert_eq!(header(&res, "allow"), Some("GET"));
+}
+
+#[test]
+fn the_document_names_every_route() {
+    let ops = operations(&document());
+    for (method, path) in ROUTES {
+        assert!(
+            ops.iter().any(|(m, p)| m == method && p == path),
+            "{} {path} is missing from openapi.yaml (it has {ops:?})",
+            method.to_uppercase()
+        );
+    }
+    assert_eq!(ops.len(), ROUTES.len(), "openapi.yaml describes a route the server does not have: {ops:?}");
+}
+
+#[test]
+fn the_document_names_every_route_of_the_spec() {
+    let Some(routes) = spec_routes() else {
+        eprintln!("SPEC.md is not beside the repository; checked the built-in list only");
+        return;
+    };
+    assert!(routes.len() >= 5, "too few routes found in SPEC.md: {routes:?}");
+    let ops = operations(&document());
+    for (method, path) in &routes {
+        assert!(
+            ops.iter().any(|(m, p)| m == method && p == path),
+            "SPEC.md's {} {path} is missing from openapi.yaml",
+            method.to_uppercase()
+        );
+    }
+}
