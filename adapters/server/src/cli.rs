@@ -48,6 +48,11 @@ pub struct DbArgs {
     /// Connections in the profiles database's pool [default: sized for the machine].
     #[arg(long, env = "PROFILE_PROFILES_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub profiles_pool_size: Option<u32>,
+    /// How long a database statement waits for a lock held elsewhere (another process
+    /// writing, a backup) before giving up, in milliseconds; a request that gives up is
+    /// answered `503` with `Retry-After`.
+    #[arg(long, env = "PROFILE_DB_BUSY_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub db_busy_timeout_ms: u64,
 }
 
 /// Bearer-token settings shared by `serve` and `token`.
@@ -134,6 +139,10 @@ pub struct TokenArgs {
     /// The user id the token is for (`sub`).
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub user: i64,
+    /// Print tokens for this many consecutive users, starting at --user, one per line
+    /// (for load tests).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub count: u64,
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub ttl_s: u64,

@@ -1,6 +1,6 @@
 //! The operator subcommands: `migrate`, `seed`, `token`, `rewards-stub`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -66,9 +66,14 @@ pub fn token(args: TokenArgs) -> Result<(), AppError> {
         issuer: args.jwt.jwt_issuer.filter(|s| !s.is_empty()),
         audience: args.jwt.jwt_audience.filter(|s| !s.is_empty()),
     };
-    let token = profile_http_warp::mint_token(&auth, args.user, Duration::from_secs(args.ttl_s))
-        .map_err(|e| AppError::other(format!("cannot sign the token: {e}")))?;
-    println!("{token}");
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let last = args.user.saturating_add(i64::try_from(args.count).unwrap_or(i64::MAX) - 1);
+    for user in args.user..=last {
+        let token = profile_http_warp::mint_token(&auth, user, Duration::from_secs(args.ttl_s))
+            .map_err(|e| AppError::other(format!("cannot sign the token: {e}")))?;
+        writeln!(out, "{token}").map_err(|e| AppError::other(format!("cannot write the token: {e}")))?;
+    }
+    out.flush().map_err(|e| AppError::other(format!("cannot write the token: {e}")))?;
     Ok(())
 }
 

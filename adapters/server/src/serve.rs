@@ -20,9 +20,6 @@ use crate::error::AppError;
 /// Users `serve --demo` seeds into an empty main database.
 const DEMO_USERS: u64 = 1_000;
 
-/// How long a SQLite connection waits for a lock before reporting the database busy.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The default pool size: SQLite reads scale with cores, and a few spare connections
 /// absorb requests that wait on the other database.
 fn default_pool_size() -> usize {
@@ -32,15 +29,17 @@ fn default_pool_size() -> usize {
 
 /// Opens (creating and migrating) both databases.
 pub async fn open_databases(db: &DbArgs) -> Result<(MainStore, ProfileStore), AppError> {
+    // How long a SQLite connection waits for a lock before reporting the database busy.
+    let busy_timeout = Duration::from_millis(db.db_busy_timeout_ms);
     let main_cfg = DbConfig {
         path: db.main_db.clone(),
         pool_size: db.main_pool_size.map_or_else(default_pool_size, |n| n as usize),
-        busy_timeout: BUSY_TIMEOUT,
+        busy_timeout,
     };
     let profiles_cfg = DbConfig {
         path: db.profiles_db.clone(),
         pool_size: db.profiles_pool_size.map_or_else(default_pool_size, |n| n as usize),
-        busy_timeout: BUSY_TIMEOUT,
+        busy_timeout,
     };
     let main = profile_sqlite::open_main(&main_cfg)
         .await
@@ -71,11 +70,18 @@ fn install_metrics() -> Result<PrometheusHandle, AppError> {
     Ok(handle)
 }
 
+/// Default log filter. Connections that send garbage make warp log at ERROR; those are
+/// the client's faults, answered 400 by hyper, and must not let anyone fill the log.
+const DEFAULT_LOG_FILTER: &str = "info,warp::server=off";
+
 /// Sends logs through a background writer so a slow terminal never stalls a request.
 fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    // The appender's worker flushes whenever its queue runs dry, so buffering only
+    // batches lines into fewer write calls under load; nothing waits in the buffer.
+    let (writer, guard) =
+        tracing_appender::non_blocking(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

@@ -193,6 +193,18 @@ impl Http {
     }
 
     pub async fn send(&self, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+        self.try_send(method, url, headers, body).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    }
+
+    /// Like `send`, but a transport failure (the server died, the connection was
+    /// reset) is an `Err` instead of a panic. A response slower than 20 s still panics.
+    pub async fn try_send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Resp, String> {
         let mut req = hyper::Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -202,11 +214,12 @@ impl Http {
         let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
             .await
             .expect("response in time")
-            .expect("response");
+            .map_err(|e| format!("request failed: {e}"))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.expect("body").to_bytes().to_vec();
-        Resp { status, headers, body }
+        let body =
+            resp.into_body().collect().await.map_err(|e| format!("body failed: {e}"))?.to_bytes().to_vec();
+        Ok(Resp { status, headers, body })
     }
 
     pub async fn get(&self, url: &str, token: &str) -> Resp {
@@ -231,4 +244,146 @@ impl Http {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// Seconds since the Unix epoch, for hand-made token claims.
+pub fn now_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs()
+        as i64
+}
+
+/// base64url without padding (RFC 7515 §2), for hand-made tokens.
+pub fn b64url(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A JWT with exactly this header and these claims. `sign_as` computes the signature
+/// with that algorithm and `secret` whatever the header claims (so an `RS256` header
+/// can carry an HMAC made with the shared secret); `None` leaves the signature empty.
+pub fn craft_token(
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+    sign_as: Option<jsonwebtoken::Algorithm>,
+    secret: &[u8],
+) -> String {
+    let message = format!(
+        "{}.{}",
+        b64url(&serde_json::to_vec(header).expect("header")),
+        b64url(&serde_json::to_vec(claims).expect("claims"))
+    );
+    let signature = match sign_as {
+        None => String::new(),
+        Some(alg) => jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+            alg,
+        )
+        .expect("sign"),
+    };
+    format!("{message}.{signature}")
+}
+
+/// An HS256 token over `claims`, signed with the server's secret.
+pub fn signed_token(claims: &serde_json::Value) -> String {
+    craft_token(
+        &serde_json::json!({"alg": "HS256", "typ": "JWT"}),
+        claims,
+        Some(jsonwebtoken::Algorithm::HS256),
+        SECRET.as_bytes(),
+    )
+}
+
+/// Runs SQL on a database file through a connection of its own (another process's view).
+pub fn exec_sql(db: &Path, sql: &str) {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let mut c = diesel::SqliteConnection::establish(&db.display().to_string()).expect("open database");
+    c.batch_execute("PRAGMA busy_timeout = 5000").expect("busy timeout");
+    c.batch_execute(sql).expect("run SQL");
+}
+
+/// Fails when `text` contains any of `needles` (case-insensitively when a needle is all
+/// lower-case), quoting the offending line.
+pub fn assert_free_of(text: &str, what: &str, needles: &[&str]) {
+    for line in text.lines() {
+        for needle in needles.iter().filter(|n| !n.is_empty()) {
+            let hit = if needle.chars().any(char::is_uppercase) {
+                line.contains(needle)
+            } else {
+                line.to_lowercase().contains(needle)
+            };
+            assert!(!hit, "{what} contains {needle:?}: {line}");
+        }
+    }
+}
+
+/// What must never appear in an error body or a log line: SQL text, source locations,
+/// panics, and the temp folder holding the databases (pass it in `extra` with tokens and
+/// e-mail addresses of the test).
+pub fn assert_no_leaks(text: &str, what: &str, extra: &[&str]) {
+    let mut needles =
+        vec!["SELECT", "INSERT", "UPDATE", "DELETE FROM", "sqlite", "/src/", ".rs:", "panicked"];
+    needles.extend_from_slice(extra);
+    assert_free_of(text, what, &needles);
+}
+
+/// The server's log lines apart from the start-up line, which names the database files on
+/// purpose (the operator needs to know which files the process opened).
+pub fn request_log_lines(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !l.contains("\"message\":\"profile-api listening\""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Writes `head` then `body` on a raw connection, half-keeps it open (does not send the
+/// rest), and reads what the server answers within `limit`: the status (if any) and
+/// how long the answer took.
+pub fn raw_exchange(
+    addr: SocketAddr,
+    head: &str,
+    body: &[u8],
+    limit: Duration,
+) -> (Option<u16>, Duration, String) {
+    use std::io::{Read, Write};
+    let start = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(limit)).expect("timeout");
+    // The server may answer and close before it has taken everything: not an error here.
+    let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(body));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok());
+                    if len.is_some_and(|len| got.len() >= end + 4 + len) {
+                        break;
+                    }
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let elapsed = start.elapsed();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text.strip_prefix("HTTP/1.1 ").and_then(|r| r.get(..3)).and_then(|c| c.parse().ok());
+    (status, elapsed, text)
 }
