@@ -3,25 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeDelta, TimeZone, Utc};
+use chrono::{TimeDelta, Utc};
 use profile_cache_moka::{CacheConfig, MokaCache};
 use profile_core::domain::{
-    AccountSnapshot, AccountStatus, OrderStats, Profile, ProfileRecord, ProfileSnapshot, RewardsBalance,
-    RewardsSnapshot, UserId,
+    Profile, ProfileRecord, ProfileSnapshot, RewardsBalance, RewardsSnapshot, UserId,
 };
 use profile_core::ports::CachePort;
 
 fn snapshot(id: UserId, version: i64, display_name: &str) -> Arc<ProfileSnapshot> {
-    let account = AccountSnapshot {
-        id,
-        email: format!("user{id}@example.com"),
-        username: format!("user{id}"),
-        status: AccountStatus::Active,
-        created_at: Utc.with_ymd_and_hms(2026, 1, 5, 10, 0, 0).single().expect("date"),
-        last_login_at: None,
-        login_count: 0,
-        orders: OrderStats::default(),
-    };
+    let account = profile_memory::sample_account(id);
     let mut record = ProfileRecord::new_default(id);
     record.version = version;
     record.fields.personal.display_name = Some(display_name.to_owned());

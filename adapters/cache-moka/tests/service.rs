@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use profile_cache_moka::{CacheConfig, MokaCache};
-use profile_core::domain::{
-    AccountSnapshot, AccountStatus, OrderStats, RewardsBalance, RewardsStatus, UserId,
-};
+use profile_core::domain::{AccountSnapshot, RewardsBalance, RewardsStatus, UserId};
 use profile_core::ports::Clock;
 use profile_core::{ProfileService, ServiceConfig};
 use profile_memory::{ManualClock, MemoryAccounts, MemoryProfiles, MemoryRewards, Op};
@@ -22,16 +20,7 @@ fn start() -> DateTime<Utc> {
 }
 
 fn account(id: UserId) -> AccountSnapshot {
-    AccountSnapshot {
-        id,
-        email: format!("user{id}@example.com"),
-        username: format!("user{id}"),
-        status: AccountStatus::Active,
-        created_at: Utc.with_ymd_and_hms(2026, 1, 5, 10, 0, 0).single().expect("date"),
-        last_login_at: None,
-        login_count: 3,
-        orders: OrderStats::default(),
-    }
+    AccountSnapshot { login_count: 3, ..profile_memory::sample_account(id) }
 }
 
 struct App {

@@ -86,6 +86,23 @@ impl Faults {
     }
 }
 
+/// An active account as tests need one: `user{id}@example.com`, username `user{id}`,
+/// created 2026-01-05T10:00:00Z, no logins, no orders. Adjust with struct update syntax.
+pub fn sample_account(id: UserId) -> AccountSnapshot {
+    AccountSnapshot {
+        id,
+        email: format!("user{id}@example.com"),
+        username: format!("user{id}"),
+        status: profile_core::domain::AccountStatus::Active,
+        created_at: chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 5, 10, 0, 0)
+            .single()
+            .unwrap_or_default(),
+        last_login_at: None,
+        login_count: 0,
+        orders: profile_core::domain::OrderStats::default(),
+    }
+}
+
 /// The main database in memory.
 #[derive(Debug, Default)]
 pub struct MemoryAccounts {

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
-use profile_core::domain::{AccountSnapshot, AccountStatus, OrderStats, RewardsStatus};
+use profile_core::domain::{AccountSnapshot, RewardsStatus};
 use profile_core::ports::SystemClock;
 use profile_core::{ProfileService, ServiceConfig};
 use profile_memory::{MemoryAccounts, MemoryCache, MemoryProfiles};
@@ -16,16 +15,7 @@ const TIMEOUT: Duration = Duration::from_millis(100);
 const FAILURES: u32 = 3;
 
 fn account(id: i64) -> AccountSnapshot {
-    AccountSnapshot {
-        id,
-        email: format!("user{id}@example.com"),
-        username: format!("user{id}"),
-        status: AccountStatus::Active,
-        created_at: Utc.with_ymd_and_hms(2026, 1, 5, 10, 0, 0).single().expect("date"),
-        last_login_at: None,
-        login_count: 0,
-        orders: OrderStats::default(),
-    }
+    profile_memory::sample_account(id)
 }
 
 #[tokio::test]
