@@ -21,10 +21,6 @@ use crate::{DbConfig, OpenError, PoolStatus};
 
 /// After a checkpoint resets the WAL, SQLite shrinks the file back to this size.
 const JOURNAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
-/// Pages of the database file read through a memory map instead of a `pread` each: in WAL
-/// mode every commit by another connection empties a reader's page cache, so under
-/// steady writes most page reads would otherwise be system calls.
-const MMAP_SIZE: u64 = 256 * 1024 * 1024;
 /// How often the checkpointer looks at the WAL file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// WAL size past which the checkpointer forces a `wal_checkpoint(TRUNCATE)`.
@@ -197,8 +193,7 @@ fn prepare_file(path: &Path) -> Result<(), OpenError> {
 fn setup_sql(busy: Duration, reader: bool) -> String {
     let mut sql = format!(
         "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
-         PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}; \
-         PRAGMA mmap_size = {MMAP_SIZE};",
+         PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};",
         busy.as_millis()
     );
     if reader {
