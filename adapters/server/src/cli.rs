@@ -72,8 +72,8 @@ pub struct JwtArgs {
 /// `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "PROFILE_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on (HOST:PORT; a host name such as localhost is resolved).
+    #[arg(long, env = "PROFILE_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// Demo mode: seed demo data into an empty main database, start a built-in rewards
     /// stub, generate a secret if none is set, and print a ready-to-paste curl line.
@@ -109,6 +109,21 @@ pub struct ServeArgs {
     /// Longest wait for in-flight requests on shutdown, in seconds.
     #[arg(long, env = "PROFILE_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
+}
+
+/// A listening address: `IP:PORT`, or `HOST:PORT` resolved to its first address.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let expected = "expected HOST:PORT, e.g. 127.0.0.1:8080";
+    if !s.contains(':') {
+        return Err(format!("no port ({expected})"));
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("cannot resolve it: {e} ({expected})"))?
+        .next()
+        .ok_or_else(|| format!("it resolves to no address ({expected})"))
 }
 
 /// `migrate`.
@@ -154,8 +169,8 @@ pub struct TokenArgs {
 /// `rewards-stub`.
 #[derive(Debug, Args)]
 pub struct StubArgs {
-    /// Address to listen on.
-    #[arg(long, env = "PROFILE_REWARDS_STUB_LISTEN", default_value = "127.0.0.1:8090")]
+    /// Address to listen on (HOST:PORT).
+    #[arg(long, env = "PROFILE_REWARDS_STUB_LISTEN", default_value = "127.0.0.1:8090", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// How the stub answers: `normal`, `hang` (never answers), `fail` (500), for
     /// exercising the profile service against a failing rewards service.
