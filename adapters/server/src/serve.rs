@@ -120,6 +120,16 @@ fn display_path(p: &Path) -> String {
 
 /// `profile-api serve [--demo]`.
 pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
+    let missing_secret = || {
+        AppError::setting(
+            "--jwt-secret (PROFILE_JWT_SECRET)",
+            "is required: set a signing secret, or run `profile-api serve --demo`",
+        )
+    };
+    // Refuse before touching any file: a bad setting must leave nothing behind.
+    if !args.demo && args.jwt.jwt_secret.as_deref().is_none_or(str::is_empty) {
+        return Err(missing_secret());
+    }
     let _log_guard = init_logging();
     let prometheus = install_metrics()?;
 
@@ -152,12 +162,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
             secret = Some(random_secret());
         }
     }
-    let secret = secret.ok_or_else(|| {
-        AppError::setting(
-            "--jwt-secret (PROFILE_JWT_SECRET)",
-            "is required: set a signing secret, or run `profile-api serve --demo`",
-        )
-    })?;
+    let secret = secret.ok_or_else(missing_secret)?;
     let auth = AuthConfig {
         secret: secret.into_bytes(),
         issuer: args.jwt.jwt_issuer.clone().filter(|s| !s.is_empty()),

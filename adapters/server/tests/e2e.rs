@@ -374,6 +374,7 @@ fn bad_configuration_exits_non_zero_naming_the_setting() {
     let last = last_stderr_line(&out);
     assert!(last.contains("--jwt-secret"), "{last}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    assert!(!dbs.main().exists(), "a refused start leaves no database file behind");
 
     let out = run(&[&["serve", "--jwt-secret", "s", "--listen", "not-an-address"][..], &db].concat(), &[]);
     assert!(!out.status.success());
