@@ -175,11 +175,6 @@ impl ProfileService {
         self.clock.now().date_naive()
     }
 
-    /// Parses a merge-patch document against today's date.
-    pub fn parse_patch(&self, doc: &Value) -> Result<ProfileUpdate, ServiceError> {
-        ProfileUpdate::parse(doc, self.today()).map_err(ServiceError::Invalid)
-    }
-
     /// Both databases answer a query.
     pub async fn ready(&self) -> Result<(), ServiceError> {
         let (a, p) = futures::join!(self.accounts.ping(), self.profiles.ping());
@@ -252,8 +247,14 @@ impl ProfileService {
         }
     }
 
-    /// Parses a merge-patch document and applies it: the PATCH use case. Reports every
+    /// The PATCH use case: parses a merge-patch document and applies it, reporting every
     /// problem of the document together, those that need the stored state included.
+    ///
+    /// With `if_match`, the patch applies only to the state that ETag names
+    /// (`PreconditionFailed` otherwise, nothing written); without it, to the latest
+    /// state, retrying when a concurrent writer wins. A patch that changes nothing
+    /// writes nothing and keeps `version`. An e-mail change goes through the journal so
+    /// both databases change or neither does.
     pub async fn update_document(
         &self,
         user_id: UserId,
@@ -264,23 +265,7 @@ impl ProfileService {
         self.apply_update(user_id, &patch, errors, if_match).await
     }
 
-    /// Applies a validated merge patch.
-    ///
-    /// With `if_match`, the patch applies only to the state that ETag names
-    /// (`PreconditionFailed` otherwise, nothing written); without it, to the latest
-    /// state, retrying when a concurrent writer wins. A patch that changes nothing
-    /// writes nothing and keeps `version`. An e-mail change goes through the journal so
-    /// both databases change or neither does.
-    pub async fn update(
-        &self,
-        user_id: UserId,
-        patch: &ProfileUpdate,
-        if_match: Option<&str>,
-    ) -> Result<ProfileRead, ServiceError> {
-        self.apply_update(user_id, patch, Vec::new(), if_match).await
-    }
-
-    /// `update`, with the problems already found while parsing the patch.
+    /// Applies a parsed patch, given the problems already found while parsing it.
     async fn apply_update(
         &self,
         user_id: UserId,

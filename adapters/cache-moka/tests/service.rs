@@ -64,9 +64,8 @@ impl App {
     }
 
     async fn rename(&self, id: UserId, name: &str) {
-        let patch =
-            self.service.parse_patch(&json!({ "personal": { "display_name": name } })).expect("valid");
-        self.service.update(id, &patch, None).await.expect("updated");
+        let doc = json!({ "personal": { "display_name": name } });
+        self.service.update_document(id, &doc, None).await.expect("updated");
     }
 }
 
