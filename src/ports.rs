@@ -140,6 +140,31 @@ pub trait CachePort: Send + Sync {
     async fn put_rewards(&self, user_id: UserId, snapshot: RewardsSnapshot);
 }
 
+/// Why a bearer token does not authenticate anyone; every transport refuses the call
+/// (HTTP `401`, gRPC `UNAUTHENTICATED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No bearer credentials at all.
+    #[error("no bearer token")]
+    Missing,
+    /// Credentials present but unusable: malformed, badly signed, wrong algorithm,
+    /// wrong issuer or audience, not yet valid, too long, or a bad `sub`.
+    #[error("the bearer token is invalid")]
+    Invalid,
+    /// A well-formed token past its expiry (plus leeway).
+    #[error("the bearer token has expired")]
+    Expired,
+}
+
+/// Verifies bearer tokens (the token's text, without the `Bearer ` scheme).
+///
+/// MUST return the user id the token names when it is valid by the rules of SPEC §3,
+/// and the matching [`AuthError`] otherwise; MUST be cheap for a token seen before.
+pub trait TokenVerifier: Send + Sync {
+    /// The user the token authenticates.
+    fn verify(&self, token: &str) -> Result<UserId, AuthError>;
+}
+
 /// The time source; tests pin it.
 pub trait Clock: Send + Sync {
     /// Now, in UTC.

@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeDelta};
-use serde_json::Value;
 
 use crate::domain::{
-    AccountSnapshot, AccountStatus, FieldError, Profile, ProfileRecord, ProfileSnapshot, ProfileUpdate,
-    ProfileView, Rewards, RewardsSnapshot, RewardsStatus, UserId,
+    AccountSnapshot, AccountStatus, FieldError, ParsedUpdate, Precondition, Profile, ProfileRecord,
+    ProfileSnapshot, ProfileUpdate, ProfileView, Rewards, RewardsSnapshot, RewardsStatus, UserId,
 };
 use crate::ports::{
     AccountRepository, CachePort, Clock, EmailChange, JournalId, ProfileRepository, RewardsPort, StoreError,
@@ -255,14 +254,14 @@ impl ProfileService {
     /// state, retrying when a concurrent writer wins. A patch that changes nothing
     /// writes nothing and keeps `version`. An e-mail change goes through the journal so
     /// both databases change or neither does.
-    pub async fn update_document(
+    pub async fn update(
         &self,
         user_id: UserId,
-        doc: &Value,
-        if_match: Option<&str>,
+        parsed: ParsedUpdate,
+        precondition: Precondition,
     ) -> Result<ProfileRead, ServiceError> {
-        let (patch, errors) = ProfileUpdate::parse_partial(doc, self.today());
-        self.apply_update(user_id, &patch, errors, if_match).await
+        let if_match = (!precondition.is_none()).then_some(&precondition);
+        self.apply_update(user_id, &parsed.update, parsed.problems, if_match).await
     }
 
     /// Applies a parsed patch, given the problems already found while parsing it.
@@ -271,7 +270,7 @@ impl ProfileService {
         user_id: UserId,
         patch: &ProfileUpdate,
         mut errors: Vec<FieldError>,
-        if_match: Option<&str>,
+        if_match: Option<&Precondition>,
     ) -> Result<ProfileRead, ServiceError> {
         let mut timings = Timings::default();
         // A change the journal left half-done must be settled before a new one builds on
@@ -283,7 +282,7 @@ impl ProfileService {
             let rewards = self.rewards_for(user_id, &mut timings).await;
             if let Some(tag) = if_match {
                 let view = ProfileView { snapshot: current.clone(), rewards: rewards.clone() };
-                if !etag_matches(tag, &view.etag()) {
+                if !tag.allows(&view.etag()) {
                     return Err(ServiceError::PreconditionFailed);
                 }
             }
@@ -450,9 +449,4 @@ impl ProfileService {
 
 fn add(slot: &mut Option<Duration>, d: Duration) {
     *slot = Some(slot.unwrap_or_default() + d);
-}
-
-/// `If-Match` semantics (RFC 9110 §13.1.1): `*` or any listed strong tag equal to ours.
-fn etag_matches(header: &str, current: &str) -> bool {
-    header.split(',').map(str::trim).any(|t| t == "*" || t == current)
 }

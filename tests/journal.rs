@@ -159,7 +159,7 @@ async fn a_version_race_at_completion_with_if_match_changes_nothing() {
     let app = App::new();
     let tag = app.get(ALICE).await.view.etag();
     app.profiles.faults.fail_next(Op::CompleteEmailChange, 1, StoreError::VersionConflict);
-    let r = app.patch_if(ALICE, email_patch(), &tag).await;
+    let r = app.patch_if(ALICE, email_patch(), one(&tag)).await;
     assert_eq!(r.unwrap_err(), ServiceError::PreconditionFailed);
     assert_eq!(app.email(ALICE), ALICE_EMAIL, "e-mail change undone");
     assert_eq!(app.profiles.pending_count(), 0);

@@ -466,7 +466,11 @@ async fn stale_if_match_is_precondition_failed_and_writes_nothing() {
     let saves = app.saves();
 
     let r = app
-        .patch_if(ALICE, json!({ "personal": { "first_name": "Eve", "email": "eve@example.com" } }), &old_tag)
+        .patch_if(
+            ALICE,
+            json!({ "personal": { "first_name": "Eve", "email": "eve@example.com" } }),
+            one(&old_tag),
+        )
         .await;
     assert_eq!(r.unwrap_err(), ServiceError::PreconditionFailed);
     assert_eq!(app.saves(), saves);
@@ -481,23 +485,28 @@ async fn matching_if_match_and_star_succeed() {
     let app = App::new();
     let tag = app.get(ALICE).await.view.etag();
     let out = app
-        .patch_if(ALICE, json!({ "personal": { "first_name": "Ada" } }), &tag)
+        .patch_if(ALICE, json!({ "personal": { "first_name": "Ada" } }), one(&tag))
         .await
         .expect("matching tag");
     assert_eq!(json(&out)["version"], 1);
 
-    let out = app.patch_if(ALICE, json!({ "personal": { "first_name": "Augusta" } }), "*").await.expect("*");
+    let out = app
+        .patch_if(ALICE, json!({ "personal": { "first_name": "Augusta" } }), Precondition::Any)
+        .await
+        .expect("*");
     assert_eq!(json(&out)["version"], 2);
 
-    // A list containing the current tag matches; a weak form of it does not.
+    // A list containing the current tag matches; an empty list (a malformed header)
+    // matches nothing.
     let tag = out.view.etag();
+    let listed = Precondition::OneOf(vec![EntityTag::new("nope"), tag]);
     let out = app
-        .patch_if(ALICE, json!({ "personal": { "last_name": "King" } }), &format!("\"nope\", {tag}"))
+        .patch_if(ALICE, json!({ "personal": { "last_name": "King" } }), listed)
         .await
         .expect("listed tag");
     assert_eq!(json(&out)["version"], 3);
-    let weak = format!("W/{}", out.view.etag());
-    let r = app.patch_if(ALICE, json!({ "personal": { "last_name": "Byron" } }), &weak).await;
+    let none = Precondition::OneOf(Vec::new());
+    let r = app.patch_if(ALICE, json!({ "personal": { "last_name": "Byron" } }), none).await;
     assert_eq!(r.unwrap_err(), ServiceError::PreconditionFailed);
 }
 
@@ -527,7 +536,7 @@ async fn a_version_conflict_with_if_match_is_precondition_failed() {
     let app = App::new();
     let tag = app.get(ALICE).await.view.etag();
     app.profiles.faults.fail_next(Op::Save, 1, StoreError::VersionConflict);
-    let r = app.patch_if(ALICE, json!({ "personal": { "first_name": "Ada" } }), &tag).await;
+    let r = app.patch_if(ALICE, json!({ "personal": { "first_name": "Ada" } }), one(&tag)).await;
     assert_eq!(r.unwrap_err(), ServiceError::PreconditionFailed);
     assert_eq!(app.saves(), 1, "not retried");
     assert_eq!(app.record(ALICE), None);

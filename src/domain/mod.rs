@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod error;
+pub mod etag;
 pub mod patch;
 pub mod profile;
 pub mod rewards;
@@ -9,7 +10,8 @@ pub mod rules;
 
 pub use account::{AccountSnapshot, AccountStatus, OrderStats, UserId};
 pub use error::FieldError;
-pub use patch::{BillingAddressPatch, NotificationsPatch, Patch, PrivacyPatch, ProfileUpdate};
+pub use etag::{EntityTag, Precondition};
+pub use patch::{BillingAddressPatch, NotificationsPatch, ParsedUpdate, Patch, PrivacyPatch, ProfileUpdate};
 pub use profile::{
     BillingAddress, Business, Notifications, Personal, PersonalFields, Preferences, Privacy, Profile,
     ProfileFields, ProfileRecord, ProfileSnapshot, ProfileView, Statistics, Theme, Visibility,

@@ -124,6 +124,17 @@ pub struct ProfileUpdate {
     pub billing_address: Patch<BillingAddressPatch>,
 }
 
+/// A patch as a transport built it: its valid part and every problem found while
+/// building it. The service reports those problems together with the ones that need the
+/// stored state (a billing address incomplete after merging), in one refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParsedUpdate {
+    /// The valid part of the patch.
+    pub update: ProfileUpdate,
+    /// Every problem found while building it (empty when the patch is valid).
+    pub problems: Vec<FieldError>,
+}
+
 const READ_ONLY: &[&str] = &["user_id", "version", "created_at", "updated_at", "statistics", "rewards"];
 
 /// Collects problems while walking the patch document.
@@ -333,6 +344,13 @@ impl ProfileUpdate {
             }
         }
         (update, errors)
+    }
+
+    /// The one validation path of every transport: a merge-patch document (HTTP sends
+    /// one; gRPC builds one from its message and field mask) into a [`ParsedUpdate`].
+    pub fn from_merge_patch(doc: &Value, today: NaiveDate) -> ParsedUpdate {
+        let (update, problems) = Self::parse_partial(doc, today);
+        ParsedUpdate { update, problems }
     }
 
     /// Merges the patch into `fields` and the account's e-mail and username. Returns the

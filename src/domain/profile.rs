@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::account::{AccountSnapshot, UserId};
+use super::etag::EntityTag;
 use super::rewards::Rewards;
 
 /// Interface colour scheme chosen by the user.
@@ -380,8 +381,9 @@ impl ProfileView {
         &self.snapshot.profile
     }
 
-    /// Strong ETag (quoted) over everything but `rewards.status` and `rewards.as_of`.
-    pub fn etag(&self) -> String {
+    /// Strong entity tag over everything but `rewards.status` and `rewards.as_of`
+    /// (opaque: HTTP quotes it, gRPC sends it bare).
+    pub fn etag(&self) -> EntityTag {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
         h.update(&self.snapshot.fingerprint.to_le_bytes());
         h.update(&self.rewards.points.to_le_bytes());
@@ -392,7 +394,7 @@ impl ProfileView {
             }
             None => h.update(&[0]),
         }
-        format!("\"{:032x}\"", h.digest128())
+        EntityTag::new(format!("{:032x}", h.digest128()))
     }
 
     /// The JSON document of SPEC §4: the cached profile object with `rewards` appended.

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use profile_core::domain::{
-    AccountSnapshot, AccountStatus, OrderStats, ProfileRecord, RewardsBalance, UserId,
+    AccountSnapshot, AccountStatus, OrderStats, ProfileRecord, ProfileUpdate, RewardsBalance, UserId,
 };
+pub use profile_core::domain::{EntityTag, Precondition};
 use profile_core::{ProfileRead, ProfileService, ServiceConfig, ServiceError};
 use profile_memory::{ManualClock, MemoryAccounts, MemoryCache, MemoryProfiles, MemoryRewards, Op};
 use serde_json::Value;
@@ -119,19 +120,20 @@ impl App {
         json(&self.get(id).await)
     }
 
-    /// Parses `doc` and applies it without `If-Match`, as the PATCH handler would.
+    /// Parses `doc` and applies it with no precondition, as the PATCH handler would.
     pub async fn patch(&self, id: UserId, doc: Value) -> Result<ProfileRead, ServiceError> {
-        self.service.update_document(id, &doc, None).await
+        self.patch_if(id, doc, Precondition::None).await
     }
 
-    /// Parses `doc` and applies it with `If-Match: if_match`.
+    /// Parses `doc` and applies it under `precondition`.
     pub async fn patch_if(
         &self,
         id: UserId,
         doc: Value,
-        if_match: &str,
+        precondition: Precondition,
     ) -> Result<ProfileRead, ServiceError> {
-        self.service.update_document(id, &doc, Some(if_match)).await
+        let parsed = ProfileUpdate::from_merge_patch(&doc, self.service.today());
+        self.service.update(id, parsed, precondition).await
     }
 
     /// A patch that must succeed.
@@ -194,4 +196,9 @@ pub fn without_freshness(doc: &Value) -> Value {
         r.remove("as_of");
     }
     d
+}
+
+/// A precondition naming exactly `tag` (as `If-Match: "<tag>"` would).
+pub fn one(tag: &EntityTag) -> Precondition {
+    Precondition::OneOf(vec![tag.clone()])
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use profile_cache_moka::{CacheConfig, MokaCache};
-use profile_core::domain::{AccountSnapshot, RewardsBalance, RewardsStatus, UserId};
+use profile_core::domain::{
+    AccountSnapshot, Precondition, ProfileUpdate, RewardsBalance, RewardsStatus, UserId,
+};
 use profile_core::ports::Clock;
 use profile_core::{ProfileService, ServiceConfig};
 use profile_memory::{ManualClock, MemoryAccounts, MemoryProfiles, MemoryRewards, Op};
@@ -65,7 +67,8 @@ impl App {
 
     async fn rename(&self, id: UserId, name: &str) {
         let doc = json!({ "personal": { "display_name": name } });
-        self.service.update_document(id, &doc, None).await.expect("updated");
+        let parsed = ProfileUpdate::from_merge_patch(&doc, self.service.today());
+        self.service.update(id, parsed, Precondition::None).await.expect("updated");
     }
 }
 

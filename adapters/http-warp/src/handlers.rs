@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use profile_core::ProfileRead;
+use profile_core::domain::{EntityTag, Precondition, ProfileUpdate};
 use profile_core::ports::Timings;
 use warp::Buf;
 use warp::Rejection;
@@ -36,7 +37,7 @@ pub(crate) async fn get_profile(ctx: Arc<Ctx>, start: Instant, headers: HeaderMa
     };
     match ctx.state.service.get(user).await {
         Ok(read) => {
-            let etag = read.view.etag();
+            let etag = quoted(&read.view.etag());
             if if_none_match(&headers, &etag) {
                 return not_modified(etag, &read.timings, start);
             }
@@ -76,10 +77,11 @@ where
         // serde's message names only a line and column, never the input itself.
         Err(e) => return problem::problem(Kind::BadRequest, format!("The body is not valid JSON: {e}.")),
     };
-    let if_match = if_match(&headers);
-    match ctx.state.service.update_document(user, &doc, if_match.as_deref()).await {
+    let precondition = precondition(if_match(&headers).as_deref());
+    let parsed = ProfileUpdate::from_merge_patch(&doc, ctx.state.service.today());
+    match ctx.state.service.update(user, parsed, precondition).await {
         Ok(read) => {
-            let etag = read.view.etag();
+            let etag = quoted(&read.view.etag());
             profile_response(&read, etag, start)
         }
         Err(e) => problem::service_error(e),
@@ -216,6 +218,28 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
         joined.push_str(v.to_str().unwrap_or(""));
     }
     Some(joined)
+}
+
+/// An entity tag as HTTP sends it: quoted.
+fn quoted(tag: &EntityTag) -> String {
+    format!("\"{tag}\"")
+}
+
+/// `If-Match` as the core's precondition (RFC 9110 §13.1.1: strong comparison); a
+/// malformed list matches nothing.
+fn precondition(if_match: Option<&str>) -> Precondition {
+    let Some(list) = if_match else { return Precondition::None };
+    if list.trim() == "*" {
+        return Precondition::Any;
+    }
+    let mut tags = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        match item.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+            Some(t) if !t.contains('"') => tags.push(EntityTag::new(t)),
+            _ => return Precondition::OneOf(Vec::new()),
+        }
+    }
+    Precondition::OneOf(tags)
 }
 
 /// `If-None-Match` evaluation (RFC 9110 §13.1.2): `*`, or any listed entity tag equal
