@@ -2,6 +2,6 @@
 //! compile time, and cargo does not know about them otherwise.
 
 fn main() {
-    println!("cargo:rerun-if-changed=../../migrations_main");
-    println!("cargo:rerun-if-changed=../../migrations_profiles");
+    println!("cargo:rerun-if-changed=../../migrations_main/sqlite");
+    println!("cargo:rerun-if-changed=../../migrations_profiles/sqlite");
 }

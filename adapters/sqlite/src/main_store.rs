@@ -14,7 +14,7 @@ use crate::db::{Db, TxError};
 use crate::schema::users;
 use crate::{DbConfig, OpenError, PoolStatus, time};
 
-const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations_main");
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations_main/sqlite");
 
 /// The account with its completed-order figures: a primary-key lookup joined to one
 /// range of the covering `orders_user_status_stats` index.

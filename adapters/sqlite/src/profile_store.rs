@@ -16,7 +16,7 @@ use crate::db::{Db, TxError};
 use crate::schema::{email_journal, profiles};
 use crate::{DbConfig, OpenError, PoolStatus, time};
 
-const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations_profiles");
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations_profiles/sqlite");
 
 const PENDING: &str = "pending";
 const DONE: &str = "done";
