@@ -2,23 +2,31 @@
 CARGO ?= cargo
 BIN := target/release/profile-api
 
-.PHONY: run build test lint fmt fmt-check fuzz bench soak clean
+.PHONY: run build test lint fmt fmt-check fuzz bench soak clean deps test-deps
+
+# The system packages: libpq for building, the PostgreSQL server for the tests
+# (installed when missing and running as root; otherwise named in the error).
+deps:
+	@bash .ci/system-deps libpq-dev
+
+test-deps:
+	@bash .ci/system-deps libpq-dev postgresql
 
 ## run: build (release) and start the service in demo mode on 127.0.0.1:8080
-run:
+run: deps
 	$(CARGO) build --release -p profile-api
 	$(BIN) serve --demo
 
 ## build: release build of the binary
-build:
+build: deps
 	$(CARGO) build --release -p profile-api
 
 ## test: every test of the workspace (unit, contract, adapter, end-to-end)
-test:
+test: test-deps
 	$(CARGO) test --workspace
 
 ## lint: formatting and clippy with warnings denied
-lint: fmt-check
+lint: deps fmt-check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 fmt:
