@@ -158,8 +158,8 @@ impl PgServer {
 
     fn pg_start(&self) {
         let opts = format!(
-            "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB",
+            "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 \
+             -c shared_buffers=64MB",
             self.dir.display(),
             self.port
         );
@@ -177,10 +177,10 @@ impl PgServer {
         );
     }
 
-    /// Stops the server at once (as a crash would), leaving the data in place.
+    /// Stops the server (`fast`: sessions are cut off at once), leaving the data in place.
     pub fn stop(&self) {
         self.run_checked(
-            self.cmd("pg_ctl").arg("-D").arg(self.data_dir()).args(["-w", "-m", "immediate", "stop"]),
+            self.cmd("pg_ctl").arg("-D").arg(self.data_dir()).args(["-w", "-m", "fast", "stop"]),
             "pg_ctl stop",
         );
     }

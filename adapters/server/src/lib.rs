@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod databases;
 pub mod error;
 pub mod serve;
 
