@@ -5,17 +5,19 @@
 //! first edit of a user too, when there is no row yet to lock.
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{BigInt, Bool};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use profile_core::admin::{PoolStatus, StoreAdmin};
 use profile_core::domain::{
     BillingAddress, Business, Notifications, PersonalFields, Preferences, Privacy, ProfileFields,
     ProfileRecord, Theme, UserId, Visibility,
 };
-use profile_core::ports::{EmailChange, JournalId, ProfileRepository, StoreError};
+use profile_core::ports::{
+    CurrentRecord, Decide, Decision, EmailChange, JournalId, ProfileRepository, StoreError, UpdateOutcome,
+};
 
 use crate::db::{Db, Schema, TxError};
 use crate::schema::{email_journal, profiles};
@@ -223,19 +225,33 @@ fn parse_record(id: JournalId, json: &str) -> Result<ProfileRecord, StoreError> 
 }
 
 impl JournalRow {
-    /// The entry, and until when it is held (the port's `EmailChange` gains that field).
-    fn into_change(self) -> Result<(EmailChange, DateTime<Utc>), StoreError> {
-        Ok((
-            EmailChange {
-                record: parse_record(self.id, &self.record)?,
-                id: self.id,
-                old_email: self.old_email,
-                new_email: self.new_email,
-                created_at: self.created_at,
-            },
-            self.claimed_until,
-        ))
+    fn into_change(self) -> Result<EmailChange, StoreError> {
+        Ok(EmailChange {
+            record: parse_record(self.id, &self.record)?,
+            id: self.id,
+            old_email: self.old_email,
+            new_email: self.new_email,
+            created_at: self.created_at,
+            claimed_until: self.claimed_until,
+        })
     }
+}
+
+/// `state = 'pending'` as a literal, so the partial indexes apply to every plan (a bound
+/// parameter would not match their `WHERE` in a generic plan).
+fn pending() -> diesel::expression::SqlLiteral<Bool> {
+    diesel::dsl::sql::<Bool>("email_journal.state = 'pending'")
+}
+
+/// What TIMESTAMPTZ keeps: microseconds. What a write returns is what a read returns.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+/// The record as the database stores it.
+fn stored_form(mut r: ProfileRecord) -> ProfileRecord {
+    r.updated_at = r.updated_at.map(micros);
+    r
 }
 
 /// Queues this transaction behind every other writer of the user, on any instance,
@@ -277,11 +293,80 @@ fn store_record(c: &mut PgConnection, record: &ProfileRecord) -> Result<(), TxEr
     upsert(c, record)
 }
 
+/// The user's pending journal entry, if any (the partial index `email_journal_pending_user`).
+fn pending_of(c: &mut PgConnection, user_id: UserId) -> Result<Option<JournalRow>, TxError> {
+    Ok(email_journal::table
+        .filter(pending())
+        .filter(email_journal::user_id.eq(user_id))
+        .order(email_journal::id)
+        .select(JournalRow::as_select())
+        .first(c)
+        .optional()?)
+}
+
+/// One unit of work, in one transaction under the user's lock: the user's pending entry
+/// blocks; else the pure decision on the stored record, carried out.
+fn update_in_tx(c: &mut PgConnection, user_id: UserId, decide: Decide) -> Result<UpdateOutcome, TxError> {
+    lock_user(c, user_id)?;
+    if let Some(row) = pending_of(c, user_id)? {
+        return Ok(UpdateOutcome::Blocked(row.into_change()?));
+    }
+    let current = match stored(c, user_id)? {
+        Some(r) => r.into_record()?,
+        None => ProfileRecord::new_default(user_id),
+    };
+    let next_of = |record: &ProfileRecord| -> Result<(), TxError> {
+        if record.user_id == user_id && record.version == current.version + 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Failure("the decided record is not the next version".into()).into())
+        }
+    };
+    Ok(match decide(&current) {
+        Decision::Keep => UpdateOutcome::Unchanged(current),
+        Decision::Refuse(r) => UpdateOutcome::Refused(r),
+        Decision::Store(record) => {
+            next_of(&record)?;
+            let record = stored_form(record);
+            upsert(c, &record)?;
+            UpdateOutcome::Stored(record)
+        }
+        Decision::ChangeEmail { record, old_email, new_email, created_at, claimed_until } => {
+            next_of(&record)?;
+            let (record, created_at, claimed_until) =
+                (stored_form(record), micros(created_at), micros(claimed_until));
+            let json = serde_json::to_string(&record)
+                .map_err(|e| StoreError::Failure(format!("cannot encode the journal record: {e}")))?;
+            let row = NewJournalRow {
+                user_id,
+                old_email: &old_email,
+                new_email: &new_email,
+                record: &json,
+                state: PENDING,
+                created_at,
+                claimed_until,
+            };
+            let id = diesel::insert_into(email_journal::table)
+                .values(&row)
+                .returning(email_journal::id)
+                .get_result::<i64>(c)?;
+            UpdateOutcome::EmailChangeBegun(EmailChange {
+                id,
+                old_email,
+                new_email,
+                record,
+                created_at,
+                claimed_until,
+            })
+        }
+    })
+}
+
 /// The pending entry `id`: its user and record; `NotFound` when none is pending.
 fn pending_entry(c: &mut PgConnection, id: JournalId) -> Result<(UserId, String), TxError> {
     Ok(email_journal::table
         .find(id)
-        .filter(email_journal::state.eq(PENDING))
+        .filter(pending())
         .select((email_journal::user_id, email_journal::record))
         .first::<(i64, String)>(c)
         .optional()?
@@ -322,43 +407,25 @@ impl ProfileRepository for ProfileStore {
         row.map(ProfileRow::into_record).transpose()
     }
 
-    async fn save(&self, record: &ProfileRecord) -> Result<(), StoreError> {
-        let record = record.clone();
-        self.db
-            .write(move |c| {
-                lock_user(c, record.user_id)?;
-                let _ = stored(c, record.user_id)?;
-                store_record(c, &record)
+    async fn load_current(&self, user_id: UserId) -> Result<CurrentRecord, StoreError> {
+        let (row, pending) = self
+            .db
+            .read(move |c| {
+                // One snapshot for both reads: the row and the journal as of one commit.
+                c.build_transaction()
+                    .read_only()
+                    .repeatable_read()
+                    .run::<_, TxError, _>(|c| Ok((stored(c, user_id)?, pending_of(c, user_id)?)))
             })
-            .await
+            .await?;
+        Ok(CurrentRecord {
+            record: row.map(ProfileRow::into_record).transpose()?,
+            pending: pending.map(JournalRow::into_change).transpose()?,
+        })
     }
 
-    async fn begin_email_change(&self, change: &EmailChange) -> Result<JournalId, StoreError> {
-        let json = serde_json::to_string(&change.record)
-            .map_err(|e| StoreError::Failure(format!("cannot encode the journal record: {e}")))?;
-        let (user_id, version) = (change.record.user_id, change.record.version);
-        let old_email = change.old_email.clone();
-        let new_email = change.new_email.clone();
-        let created_at = change.created_at;
-        self.db
-            .write(move |c| {
-                lock_user(c, user_id)?;
-                check_version(c, user_id, version)?;
-                let row = NewJournalRow {
-                    user_id,
-                    old_email: &old_email,
-                    new_email: &new_email,
-                    record: &json,
-                    state: PENDING,
-                    created_at,
-                    claimed_until: created_at,
-                };
-                Ok(diesel::insert_into(email_journal::table)
-                    .values(&row)
-                    .returning(email_journal::id)
-                    .get_result::<i64>(c)?)
-            })
-            .await
+    async fn update(&self, user_id: UserId, decide: Decide) -> Result<UpdateOutcome, StoreError> {
+        self.db.write(move |c| update_in_tx(c, user_id, decide)).await
     }
 
     async fn complete_email_change(&self, id: JournalId) -> Result<(), StoreError> {
@@ -392,18 +459,45 @@ impl ProfileRepository for ProfileStore {
             .await
     }
 
+    async fn claim_email_change(
+        &self,
+        id: JournalId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.db
+            .write(move |c| {
+                // One conditional UPDATE: of concurrent claimers the row lock lets one
+                // through; the others re-check the condition on its new claim and miss.
+                let taken = diesel::update(
+                    email_journal::table
+                        .find(id)
+                        .filter(pending())
+                        .filter(email_journal::claimed_until.le(now)),
+                )
+                .set(email_journal::claimed_until.eq(micros(until)))
+                .execute(c)?;
+                if taken == 1 {
+                    return Ok(true);
+                }
+                pending_entry(c, id)?;
+                Ok(false)
+            })
+            .await
+    }
+
     async fn pending_email_changes(&self) -> Result<Vec<EmailChange>, StoreError> {
         let rows = self
             .db
             .read(|c| {
                 Ok(email_journal::table
-                    .filter(email_journal::state.eq(PENDING))
+                    .filter(pending())
                     .order(email_journal::id)
                     .select(JournalRow::as_select())
                     .load(c)?)
             })
             .await?;
-        rows.into_iter().map(|r| r.into_change().map(|(change, _)| change)).collect()
+        rows.into_iter().map(JournalRow::into_change).collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

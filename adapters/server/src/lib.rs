@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod databases;
 pub mod error;
+pub mod journal;
 pub mod serve;
 
 use std::process::ExitCode;

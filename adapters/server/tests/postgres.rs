@@ -25,7 +25,7 @@ fn start_two(dbs: &Dbs, extra: &[&str]) -> (Server, Server) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_instances_start_together_and_share_email_uniqueness() {
+async fn two_instances_queue_writes_of_one_user_and_share_email_uniqueness() {
     let pg = PgServer::shared();
     let (main, profiles) = (pg.database(), pg.database());
     let dbs = Dbs::postgres(main.url(), profiles.url());
@@ -37,6 +37,39 @@ async fn two_instances_start_together_and_share_email_uniqueness() {
     let http = Http::new();
     for s in [&a, &b] {
         assert_eq!(http.send("GET", &s.url("/readyz"), &[], None).await.status, 200);
+    }
+
+    // Concurrent PATCHes of one user through both, each a field of its own, no If-Match:
+    // every one succeeds and none is lost — the user's very first edit among them.
+    let me = token(1);
+    let fields = [
+        ("personal", "display_name"),
+        ("personal", "first_name"),
+        ("personal", "last_name"),
+        ("personal", "city"),
+        ("personal", "bio"),
+        ("business", "company_name"),
+        ("business", "job_title"),
+        ("business", "tax_id"),
+    ];
+    let patches = fields.iter().enumerate().map(|(i, (section, field))| {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let url = server.url("/user/profile");
+        let (http, me) = (http.clone(), me.clone());
+        let body = json!({ *section: { *field: format!("VAL-{i}") } });
+        async move { http.patch(&url, &me, &body, &[]).await }
+    });
+    let tasks: Vec<_> = patches.map(tokio::spawn).collect();
+    for t in tasks {
+        let r = t.await.expect("patch task");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for server in [&a, &b] {
+        let p = http.get(&server.url("/user/profile"), &me).await.json();
+        assert_eq!(p["version"], fields.len(), "{p}");
+        for (i, (section, field)) in fields.iter().enumerate() {
+            assert_eq!(p[section][field], format!("VAL-{i}"), "{section}.{field} lost: {p}");
+        }
     }
 
     // Two users take one address through different instances: one 200, one 409.
