@@ -212,6 +212,18 @@ impl PgServer {
             .expect("spawn the PostgreSQL watchdog");
     }
 
+    /// A `psql` command running `sql` as the superuser on `db`, to spawn (e.g. to hold
+    /// a lock while a test runs).
+    pub fn psql_command(&self, db: &str, sql: &str) -> Command {
+        let mut c = self.cmd("psql");
+        c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    }
+
     /// Runs SQL as the superuser on `db` through `psql`; panics when it fails.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = self
@@ -309,6 +321,11 @@ impl TestDb<'_> {
     /// Runs SQL on it through `psql`; returns the unaligned output.
     pub fn psql(&self, sql: &str) -> String {
         self.server.psql(&self.name, sql)
+    }
+
+    /// A `psql` command running `sql` on it, to spawn.
+    pub fn psql_command(&self, sql: &str) -> Command {
+        self.server.psql_command(&self.name, sql)
     }
 }
 

@@ -88,6 +88,79 @@ async fn two_instances_queue_writes_of_one_user_and_share_email_uniqueness() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn journal_entries_of_a_killed_instance_are_settled_by_another() {
+    let pg = PgServer::shared();
+    let (main, profiles) = (pg.database(), pg.database());
+    let dbs = Dbs::postgres(main.url(), profiles.url());
+    dbs.seed(8);
+    let (mut a, b) = start_two(&dbs, &["--profile-cache-ttl-s", "0"]);
+    let http = Http::new();
+
+    // Another application holds the users table against writes (reads still pass), so
+    // A's e-mail changes are journalled and then stuck on the main database.
+    let mut holder = main
+        .psql_command("BEGIN; LOCK TABLE users IN EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT;")
+        .spawn()
+        .expect("spawn the lock holder");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let held = "SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND mode = 'ExclusiveLock' \
+                AND relation = 'users'::regclass \
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    while main.psql(held) == "0" {
+        assert!(Instant::now() < deadline, "the lock holder never took its lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = a.url("/user/profile");
+    let burst: Vec<_> = (1..=6)
+        .map(|i| {
+            let (http, url) = (http.clone(), url.clone());
+            let body =
+                json!({"personal": {"email": format!("moved{i}@example.com"), "city": format!("City{i}")}});
+            tokio::spawn(async move {
+                let auth = format!("Bearer {}", token(i));
+                let payload = serde_json::to_vec(&body).expect("json");
+                let headers =
+                    [("authorization", auth.as_str()), ("content-type", "application/merge-patch+json")];
+                http.try_send("PATCH", &url, &headers, Some(&payload)).await
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while profiles.psql("SELECT count(*) FROM email_journal WHERE state = 'pending'") != "6" {
+        assert!(Instant::now() < deadline, "the burst never reached the journal");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // kill -9 mid-burst: six changes journalled, none carried through.
+    a.child.kill().expect("kill -9 instance A");
+    let _ = a.child.wait();
+    for t in burst {
+        let _ = t.await;
+    }
+    let _ = holder.wait();
+
+    // B settles them once A's hold on them runs out (the lease), within seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while profiles.psql("SELECT count(*) FROM email_journal WHERE state = 'pending'") != "0" {
+        assert!(Instant::now() < deadline, "instance B did not settle the journal: {}", b.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Each user is whole: the address the main database holds, and the patch's other
+    // fields exactly when the change went through.
+    for i in 1..=6 {
+        let p = http.get(&b.url("/user/profile"), &token(i)).await.json();
+        let email = main.psql(&format!("SELECT email FROM users WHERE id = {i}"));
+        assert_eq!(p["personal"]["email"], email.as_str(), "{p}");
+        if email == format!("moved{i}@example.com") {
+            assert_eq!(p["personal"]["city"], format!("City{i}"), "{p}");
+        } else {
+            assert_eq!(email, format!("user{i}@example.com"));
+            assert_eq!(p["personal"]["city"], serde_json::Value::Null, "{p}");
+        }
+    }
+    assert!(b.terminate().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_503_fast_and_heals_without_a_restart() {
     let pg = PgServer::start();
