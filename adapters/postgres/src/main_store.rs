@@ -20,7 +20,7 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations_main/
 
 /// The account with its completed-order figures: a primary-key lookup and one range of
 /// the `orders_user_status_stats` index.
-pub(crate) const ACCOUNT_SQL: &str = "\
+pub const ACCOUNT_SQL: &str = "\
 SELECT u.id, u.email, u.username, u.status, u.created_at, u.last_login_at, \
        u.login_count::BIGINT AS login_count, s.orders_count, s.total_spent_cents, s.last_order_at \
 FROM users AS u CROSS JOIN LATERAL ( \

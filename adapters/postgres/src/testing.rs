@@ -32,6 +32,9 @@ const BIN_DIRS: [&str; 4] = [
 const MISSING: &str = "PostgreSQL server binaries (initdb, pg_ctl, psql) not found under /usr/lib/postgresql/*/bin: \
      install the Debian packages `postgresql` and `libpq-dev` (apt-get install postgresql libpq-dev)";
 
+/// The account read, for plan checks.
+pub use crate::main_store::ACCOUNT_SQL;
+
 static SHARED: OnceLock<PgServer> = OnceLock::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 

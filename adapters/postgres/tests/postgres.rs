@@ -176,3 +176,25 @@ async fn an_outage_fails_fast_and_the_store_recovers_by_itself() {
     main.close().await;
     assert!(matches!(main.account(1).await, Err(StoreError::Unavailable(_))));
 }
+
+#[tokio::test]
+async fn the_reads_use_their_indexes() {
+    let db = PgServer::shared().database();
+    let main = open_main(&cfg(db.url()), MainSchema::Apply).await.unwrap();
+    let _profiles = open_profiles(&cfg(db.url())).await.unwrap();
+    main.seed(3000, 10, &|_| {}).await.unwrap();
+    // As autovacuum leaves a settled table: the visibility map lets the index answer alone.
+    db.psql("VACUUM ANALYZE users, orders");
+    let sql = profile_postgres::testing::ACCOUNT_SQL.replace("$1", "1234");
+    let plan = db.psql(&format!("EXPLAIN (COSTS OFF) {sql}"));
+    assert!(plan.contains("users_pkey"), "{plan}");
+    assert!(plan.contains("Index Only Scan using orders_user_status_stats"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    // Enough finished entries that a scan would show; the pending ones are found by index.
+    db.psql(
+        "INSERT INTO email_journal (user_id, old_email, new_email, record, state, created_at) \
+         SELECT i, 'a', 'b', '{}', 'done', now() FROM generate_series(1, 20000) AS i; ANALYZE email_journal",
+    );
+    let plan = db.psql("EXPLAIN (COSTS OFF) SELECT id FROM email_journal WHERE email_journal.state = 'pending' AND user_id = 7");
+    assert!(plan.contains("email_journal_pending_user"), "{plan}");
+}
