@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 /// The value client `field` sends in its `n`-th PATCH: always different from the one
 /// before, so every PATCH is effective and bumps `version`.
 fn value(field: &str, n: usize) -> Value {
-    let even = n % 2 == 0;
+    let even = n.is_multiple_of(2);
     match field {
         "phone" => json!(format!("+4420712{n:05}")),
         "avatar_url" => json!(format!("https://cdn.example.com/{n}.png")),
