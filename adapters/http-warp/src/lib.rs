@@ -5,6 +5,7 @@
 //! `warp::test`).
 
 mod auth;
+mod conditional;
 mod handlers;
 mod observe;
 mod problem;
