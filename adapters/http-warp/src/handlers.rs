@@ -14,6 +14,7 @@ use warp::Buf;
 use warp::Rejection;
 use warp::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, VARY};
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::hyper::body::Body as _;
 use warp::reject::{
     InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader, PayloadTooLarge,
     UnsupportedMediaType,
@@ -117,6 +118,17 @@ pub(crate) fn openapi() -> Response {
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
+}
+
+/// The answer to `HEAD`: the `GET` answer's status and headers, its body dropped. The
+/// `Content-Length` a `GET` would carry is kept (none for `304`, which has no content).
+pub(crate) fn without_body(res: Response) -> Response {
+    let (mut parts, body) = res.into_parts();
+    let has_content = !matches!(parts.status, StatusCode::NOT_MODIFIED | StatusCode::NO_CONTENT);
+    if let Some(n) = body.size_hint().exact().filter(|_| has_content) {
+        parts.headers.entry(CONTENT_LENGTH).or_insert_with(|| HeaderValue::from(n));
+    }
+    Response::from_parts(parts, Default::default())
 }
 
 /// The one `recover`: whatever warp rejected becomes a problem document.

@@ -93,7 +93,7 @@ async fn other_methods_on_the_document_are_405() {
     let app = App::new();
     let res = warp::test::request().method("POST").path("/openapi.yaml").reply(&app.routes()).await;
     assert_problem(&res, 405);
-    assert_eq!(header(&res, "allow"), Some("GET"));
+    assert_eq!(header(&res, "allow"), Some("GET, HEAD"));
 }
 
 #[test]
