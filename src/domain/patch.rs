@@ -427,7 +427,8 @@ impl Walker<'_> {
         Some(map)
     }
 
-    /// A nested object: `null`, or an object walked by `walk`.
+    /// A nested object walked by `walk`, or `null` inside a section (a top-level section
+    /// sent as `null` is a type error, as before).
     fn section<T>(
         &mut self,
         map: &Map<String, Value>,
@@ -436,10 +437,12 @@ impl Walker<'_> {
         known: &[&str],
         walk: impl FnOnce(&mut Self, &Map<String, Value>, &str) -> T,
     ) -> Patch<T> {
-        let path = if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+        let top = path.is_empty();
+        let path = if top { key.to_owned() } else { format!("{path}.{key}") };
         match map.get(key) {
             None => Patch::Absent,
-            Some(Value::Null) => Patch::Null,
+            // A top-level section cannot be `null`: there is nothing to clear as a whole.
+            Some(Value::Null) if !top => Patch::Null,
             Some(v) => match self.object(&path, v, known) {
                 Some(m) => Patch::Value(walk(self, m, &path)),
                 None => Patch::Absent,
@@ -809,6 +812,18 @@ mod tests {
                 ("rewards", "read_only"),
             ]
         );
+    }
+
+    #[test]
+    fn a_null_section_is_a_type_error_a_null_nested_object_is_not() {
+        let got = problems(
+            json!({ "personal": null, "preferences": null, "business": { "billing_address": null } }),
+        );
+        let fields: Vec<_> = got.iter().map(|(f, c, _)| (f.as_str(), *c)).collect();
+        assert_eq!(fields, [("personal", "invalid_type"), ("preferences", "invalid_type")]);
+        let parsed =
+            ProfileUpdate::from_merge_patch(&json!({ "business": { "billing_address": null } }), today());
+        assert_eq!(parsed.update.billing_address, Patch::Null);
     }
 
     #[test]
