@@ -125,3 +125,36 @@ fn the_document_names_every_route_of_the_spec() {
         );
     }
 }
+
+/// Every `pattern` of the document, as written (single-quoted YAML scalars).
+fn patterns(doc: &str) -> Vec<String> {
+    doc.lines()
+        .filter_map(|l| l.split_once("pattern: ").map(|(_, p)| p))
+        .filter_map(|p| p.trim().trim_start_matches("&single_line").trim().strip_prefix('\''))
+        .filter_map(|p| p.strip_suffix('\'').or_else(|| p.strip_suffix("' }")))
+        .map(|p| p.replace("''", "'"))
+        .collect()
+}
+
+#[test]
+fn patterns_read_alike_in_ecmascript_and_python() {
+    let doc = document();
+    let pats = patterns(&doc);
+    assert!(pats.len() >= 15, "too few patterns found: {pats:?}");
+    for p in &pats {
+        // Characters beyond U+FFFF are one code point in Python and with the `u` flag,
+        // two code units without it: none is written, literally or as an escape.
+        assert!(p.is_ascii(), "a pattern holds a non-ASCII character: {p}");
+        assert!(!p.contains("\\U") && !p.contains("\\u{") && !p.contains("\\p{"), "{p}");
+        // `\s` means different sets in ECMAScript and Python; `[\s\S]` (anything) is safe.
+        assert!(!p.replace("[\\s\\S]", "").contains("\\s"), "a pattern uses \\s: {p}");
+        // Python's `$` also matches before a final newline: a pattern ending in `$` must
+        // let its last part absorb a newline (the trimmed-whitespace class does).
+        if let Some(body) = p.strip_suffix('$') {
+            assert!(
+                body.ends_with("]*") && body[body.rfind('[').unwrap_or(0)..].contains("\\u0009-\\u000D"),
+                "a pattern ends in `$` after something that cannot take a newline: {p}"
+            );
+        }
+    }
+}
