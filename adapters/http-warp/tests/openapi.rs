@@ -158,3 +158,57 @@ fn patterns_read_alike_in_ecmascript_and_python() {
         }
     }
 }
+
+/// The code points a character class of `\uXXXX` items and `\uXXXX-\uXXXX` ranges names.
+fn class_members(class: &str) -> Vec<u32> {
+    let items: Vec<u32> = class
+        .split("\\u")
+        .filter(|s| !s.is_empty())
+        .map(|s| u32::from_str_radix(s.trim_end_matches('-'), 16).expect("hex escape"))
+        .collect();
+    let dashes: Vec<bool> = class.split("\\u").filter(|s| !s.is_empty()).map(|s| s.ends_with('-')).collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < items.len() {
+        if dashes[i] {
+            out.extend(items[i]..=items[i + 1]);
+            i += 2;
+        } else {
+            out.push(items[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn the_text_pattern_names_what_the_server_trims_and_refuses() {
+    let doc = document();
+    let single =
+        patterns(&doc).into_iter().find(|p| p.contains("(?:[^")).expect("the single-line text pattern");
+    // `^[W]*[^WC](?:[^C]*[^WC])?[W]*$`: W is trimmed whitespace, C the refused characters.
+    let w = single.strip_prefix("^[").and_then(|s| s.split_once("]*")).map(|(w, _)| w).expect("W");
+    let c = single.split_once("(?:[^").and_then(|(_, s)| s.split_once("]*")).map(|(c, _)| c).expect("C");
+    let (w, c) = (class_members(w), class_members(c));
+    // The first and the last character of the trimmed text: neither W nor C.
+    let mut neither: Vec<u32> = w.iter().chain(&c).copied().collect();
+    neither.sort_unstable();
+    neither.dedup();
+    let ends: Vec<&str> =
+        single.split("[^").skip(1).map(|s| s.split_once(']').map_or(s, |(x, _)| x)).collect();
+    assert_eq!(ends.len(), 3, "{single}");
+    for class in [ends[0], ends[2]] {
+        let mut got = class_members(class);
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got, neither, "an end class of the text pattern is not W and C together");
+    }
+    for cp in (0..=0xFFFFu32).filter_map(char::from_u32) {
+        let n = cp as u32;
+        assert_eq!(w.contains(&n), cp.is_whitespace(), "U+{n:04X} in the pattern's whitespace");
+        let refused = profile_core::domain::rules::text(&format!("a{cp}b"), 64)
+            .err()
+            .is_some_and(|e| e.code == "control_characters");
+        assert_eq!(c.contains(&n), refused, "U+{n:04X}: pattern and server disagree");
+    }
+}
