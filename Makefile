@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/profile-api
 
-.PHONY: run build test lint fmt fmt-check fuzz bench soak clean deps test-deps
+.PHONY: run build test lint openapi-lint fmt fmt-check fuzz bench soak clean deps test-deps
 
 # The system packages: libpq for building, the PostgreSQL server for the tests
 # (installed when missing and running as root; otherwise named in the error).
@@ -25,9 +25,13 @@ build: deps
 test: test-deps
 	$(CARGO) test --workspace
 
-## lint: formatting and clippy with warnings denied
-lint: deps fmt-check
+## lint: formatting, clippy with warnings denied, and openapi.yaml under Spectral's
+## OpenAPI ruleset (pinned @stoplight/spectral-cli, installed with npm under target/)
+lint: deps fmt-check openapi-lint
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+openapi-lint:
+	bash .ci/spectral
 
 fmt:
 	$(CARGO) fmt --all
