@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use chrono::{SecondsFormat, TimeZone, Utc};
-use profile_core::contract::{AccountFixture, account_repository_contract};
+use profile_core::contract::{AccountFixture, account_repository_contract, profile_repository_contract};
 use profile_core::domain::AccountSnapshot;
 use profile_postgres::testing::PgServer;
-use profile_postgres::{MainSchema, PgConfig, open_main};
+use profile_postgres::{MainSchema, PgConfig, open_main, open_profiles};
 
 fn cfg(url: String) -> PgConfig {
     PgConfig { url, pool_size: 4, timeout: Duration::from_secs(5), connect_timeout: Duration::from_secs(2) }
@@ -71,4 +71,11 @@ async fn postgres_main_store_honours_the_contract() {
         ..f
     };
     account_repository_contract(&store, &f).await;
+}
+
+#[tokio::test]
+async fn postgres_profile_store_honours_the_contract() {
+    let db = PgServer::shared().database();
+    let store = open_profiles(&cfg(db.url())).await.unwrap();
+    profile_repository_contract(&store).await;
 }
