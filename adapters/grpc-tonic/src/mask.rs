@@ -71,7 +71,7 @@ fn resolve(path: &str) -> Option<&'static Node> {
     let mut fields = SECTIONS;
     let mut found = None;
     for segment in path.split('.') {
-        let Some(node) = child(fields, segment) else { return None };
+        let node = child(fields, segment)?;
         found = Some(node);
         match node {
             Msg(f) => fields = f,
