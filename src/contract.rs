@@ -11,7 +11,12 @@ use crate::domain::{
     AccountSnapshot, AccountStatus, BillingAddress, Business, Notifications, OrderStats, PersonalFields,
     Preferences, Privacy, ProfileFields, ProfileRecord, Theme, UserId, Visibility,
 };
-use crate::ports::{AccountRepository, EmailChange, ProfileRepository, StoreError};
+use std::sync::{Arc, Mutex};
+
+use crate::ports::{
+    AccountRepository, CurrentRecord, Decision, EmailChange, ProfileRepository, Refusal, StoreError,
+    UpdateOutcome,
+};
 
 /// Accounts the caller has stored, by its own means, before running
 /// [`account_repository_contract`]; the suite leaves them as it found them.
@@ -194,14 +199,48 @@ fn cleared(mut r: ProfileRecord, version: i64, seconds: i64) -> ProfileRecord {
     r
 }
 
-fn change(record: ProfileRecord, n: i64) -> EmailChange {
-    EmailChange {
-        id: -1,
+/// A decision to journal an e-mail change carrying `record`, held until `claimed_until`.
+fn email_decision(record: ProfileRecord, n: i64, claimed_until: DateTime<Utc>) -> Decision {
+    Decision::ChangeEmail {
+        record,
         old_email: format!("old{n}@example.com"),
         new_email: format!("new{n}@example.com"),
-        record,
         created_at: at(2026, 11, 22, 12, 0, 0) + TimeDelta::microseconds(n * 1_000_001),
+        claimed_until,
     }
+}
+
+/// The change an [`email_decision`] must have journalled, with the id the store gave it.
+fn journalled(id: i64, decision: &Decision) -> EmailChange {
+    let Decision::ChangeEmail { record, old_email, new_email, created_at, claimed_until } = decision.clone()
+    else {
+        unreachable!("only e-mail decisions are journalled")
+    };
+    EmailChange { id, old_email, new_email, record, created_at, claimed_until }
+}
+
+/// Runs an update whose decision is fixed in advance (whatever the stored record).
+async fn decide_as(repo: &dyn ProfileRepository, user_id: UserId, decision: Decision) -> UpdateOutcome {
+    repo.update(user_id, Box::new(move |_| decision)).await.expect("update() must succeed on a working store")
+}
+
+/// Runs an update storing the next version of whatever is stored, with `bio` extended by
+/// `tag`: a lost update shows as a missing tag.
+async fn append_tag(repo: &dyn ProfileRepository, user_id: UserId, tag: String) -> UpdateOutcome {
+    repo.update(
+        user_id,
+        Box::new(move |current: &ProfileRecord| {
+            let mut next = current.clone();
+            next.version += 1;
+            next.updated_at = Some(at(2026, 11, 23, 0, 0, 0) + TimeDelta::seconds(next.version));
+            let bio = next.fields.personal.bio.get_or_insert_with(String::new);
+            bio.push_str(&tag);
+            bio.push(';');
+            Decision::Store(next)
+        }),
+    )
+    .await
+    .expect("update() must succeed on a working store")
 }
 
 async fn expect_load(
@@ -225,144 +264,213 @@ pub async fn profile_repository_contract(repo: &dyn ProfileRepository) {
     let id = |n: i64| PROFILE_CONTRACT_FIRST_ID + n;
     assert_eq!(repo.ping().await, Ok(()), "ping must answer on a working store");
 
-    // --- load / save and the version rule ---------------------------------------------
+    // --- the unit of work -------------------------------------------------------------
     let a = id(0);
     expect_load(repo, a, None, "of a user who never saved must be Ok(None)").await;
+    let seen = Arc::new(Mutex::new(None));
+    let out = repo
+        .update(a, {
+            let seen = seen.clone();
+            Box::new(move |current: &ProfileRecord| {
+                *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(current.clone());
+                Decision::Keep
+            })
+        })
+        .await;
+    let default = ProfileRecord::new_default(a);
     assert_eq!(
-        repo.save(&ProfileRecord { version: 0, ..full_record(a, 0) }).await,
-        Err(StoreError::VersionConflict),
-        "save() of version 0 must be VersionConflict (a missing row is version 0, so 1 is next)"
+        out,
+        Ok(UpdateOutcome::Unchanged(default.clone())),
+        "Keep over a missing row: the default record"
     );
     assert_eq!(
-        repo.save(&full_record(a, 2)).await,
-        Err(StoreError::VersionConflict),
-        "save() of version 2 over a missing row must be VersionConflict"
+        seen.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        Some(default),
+        "decide() must see the default record (version 0) when there is no row"
     );
-    expect_load(repo, a, None, "after refused saves (nothing may be written)").await;
+    expect_load(repo, a, None, "after Keep (nothing may be written)").await;
+
+    let refused = decide_as(repo, a, Decision::Refuse(Refusal::PreconditionFailed)).await;
+    assert_eq!(
+        refused,
+        UpdateOutcome::Refused(Refusal::PreconditionFailed),
+        "Refuse is passed back as it is"
+    );
+    expect_load(repo, a, None, "after Refuse (nothing may be written)").await;
+
+    let skipping = repo.update(a, Box::new(move |_| Decision::Store(full_record(a, 2)))).await;
+    assert!(
+        matches!(skipping, Err(StoreError::Failure(_))),
+        "Store of a version that is not stored + 1 must fail, got {skipping:?}"
+    );
+    expect_load(repo, a, None, "after a refused Store (nothing may be written)").await;
 
     let v1 = full_record(a, 1);
-    assert_eq!(repo.save(&v1).await, Ok(()), "save() of version 1 over a missing row must succeed");
-    expect_load(repo, a, Some(&v1), "must return exactly what was saved (every field, the exact timestamp)")
+    assert_eq!(
+        decide_as(repo, a, Decision::Store(v1.clone())).await,
+        UpdateOutcome::Stored(v1.clone()),
+        "Store of version 1 over a missing row"
+    );
+    expect_load(repo, a, Some(&v1), "must return exactly what was stored (every field, the exact timestamp)")
         .await;
-
-    let stale = ProfileRecord { fields: ProfileFields::default(), ..full_record(a, 1) };
+    let out = repo
+        .update(a, {
+            let seen = seen.clone();
+            Box::new(move |current: &ProfileRecord| {
+                *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(current.clone());
+                Decision::Keep
+            })
+        })
+        .await;
+    assert_eq!(out, Ok(UpdateOutcome::Unchanged(v1.clone())), "Keep returns the stored record");
     assert_eq!(
-        repo.save(&stale).await,
-        Err(StoreError::VersionConflict),
-        "a second save() of version 1 must conflict"
+        seen.lock().unwrap_or_else(|p| p.into_inner()).take(),
+        Some(v1.clone()),
+        "decide() sees the row"
     );
-    assert_eq!(
-        repo.save(&full_record(a, 3)).await,
-        Err(StoreError::VersionConflict),
-        "save() skipping a version must conflict"
-    );
-    expect_load(repo, a, Some(&v1), "after conflicting saves (nothing may be written)").await;
 
     let v2 = cleared(v1.clone(), 2, 0);
-    assert_eq!(repo.save(&v2).await, Ok(()), "save() of the next version must succeed");
-    expect_load(repo, a, Some(&v2), "after a save clearing every optional field (cleared means None)").await;
-
+    assert_eq!(decide_as(repo, a, Decision::Store(v2.clone())).await, UpdateOutcome::Stored(v2.clone()));
+    expect_load(repo, a, Some(&v2), "after a Store clearing every optional field (cleared means None)").await;
     let b = id(1);
     expect_load(repo, b, None, "of another user must not see user A's writes").await;
 
-    // Two writers with the same expected version: exactly one wins.
-    let c = id(2);
-    let (x, y) = (full_record(c, 1), cleared(full_record(c, 1), 1, 7));
-    let (rx, ry) = futures::join!(repo.save(&x), repo.save(&y));
-    let winner = match (&rx, &ry) {
-        (Ok(()), Err(StoreError::VersionConflict)) => &x,
-        (Err(StoreError::VersionConflict), Ok(())) => &y,
-        other => panic!(
-            "two concurrent save() of the same version: want one Ok and one VersionConflict, got {other:?}"
-        ),
-    };
-    expect_load(repo, c, Some(winner), "after a save race (the winner's record)").await;
+    // --- concurrency: updates of one user queue, none is lost, the first edit included --
+    for (user, what) in [(id(2), "a user with no row yet"), (a, "a user with a row")] {
+        let start = repo.load(user).await.expect("load()").map_or(0, |r| r.version);
+        let tags: Vec<String> = (0..16).map(|n| format!("t{n}")).collect();
+        let outcomes =
+            futures::future::join_all(tags.iter().map(|t| append_tag(repo, user, t.clone()))).await;
+        assert!(
+            outcomes.iter().all(|o| matches!(o, UpdateOutcome::Stored(_))),
+            "16 concurrent updates of {what}: every one must be stored, got {outcomes:?}"
+        );
+        let last = repo.load(user).await.expect("load()").expect("a row after 16 updates");
+        assert_eq!(last.version, start + 16, "16 concurrent updates of {what} must make 16 versions");
+        let bio = last.fields.personal.bio.unwrap_or_default();
+        for t in &tags {
+            assert_eq!(
+                bio.matches(&format!("{t};")).count(),
+                1,
+                "update {t} of {what} must be applied exactly once (lost or repeated): {bio}"
+            );
+        }
+    }
+    let v = repo.load(a).await.expect("load()").expect("row");
 
     // --- the e-mail journal --------------------------------------------------------------
     let before = pending_ids(repo).await;
+    let far = at(2999, 1, 1, 0, 0, 0);
+    let (early, late) = (at(2026, 11, 22, 0, 0, 0), at(2026, 11, 22, 0, 0, 10));
 
-    // begin → listed, not applied; complete → applied, closed.
-    let j1 = change(full_record(a, 3), 1);
-    let id1 =
-        repo.begin_email_change(&j1).await.expect("begin_email_change() with the next version must succeed");
-    expect_load(repo, a, Some(&v2), "after begin_email_change() (the record is not applied yet)").await;
+    // ChangeEmail → journalled, held, not applied; the user's updates are blocked.
+    let next = ProfileRecord { version: v.version + 1, ..full_record(a, 0) };
+    let d1 = email_decision(next.clone(), 1, late);
+    let UpdateOutcome::EmailChangeBegun(begun) = decide_as(repo, a, d1.clone()).await else {
+        panic!("ChangeEmail must answer EmailChangeBegun");
+    };
+    let id1 = begun.id;
+    assert_eq!(begun, journalled(id1, &d1), "EmailChangeBegun must carry exactly the decided change");
+    expect_load(repo, a, Some(&v), "after ChangeEmail (the record is not applied yet)").await;
     let listed = repo.pending_email_changes().await.expect("pending_email_changes()");
     let entry = listed.iter().find(|e| e.id == id1).expect("a begun entry must be listed as pending");
+    assert_eq!(entry, &begun, "a pending entry must hold exactly what was begun");
     assert_eq!(
-        entry,
-        &EmailChange { id: id1, ..j1.clone() },
-        "a pending entry must hold exactly what was begun"
+        repo.load_current(a).await,
+        Ok(CurrentRecord { record: Some(v.clone()), pending: Some(begun.clone()) }),
+        "load_current() must return the record with the user's pending change"
+    );
+    assert_eq!(
+        repo.load_current(b).await,
+        Ok(CurrentRecord { record: None, pending: None }),
+        "load_current() of another user must not see user A's change"
+    );
+    let blocked = repo
+        .update(a, Box::new(|_| panic!("decide() must not run while the user has a pending change")))
+        .await;
+    assert_eq!(
+        blocked,
+        Ok(UpdateOutcome::Blocked(begun.clone())),
+        "a pending change blocks its user's updates"
+    );
+    assert!(
+        matches!(decide_as(repo, b, Decision::Keep).await, UpdateOutcome::Unchanged(_)),
+        "a pending change of one user must not block another"
     );
 
-    let j_stale = change(full_record(a, 2), 2);
+    // Claims: refused while held, granted once it ran out, exactly one winner.
+    assert_eq!(repo.claim_email_change(id1, early, far).await, Ok(false), "a held entry cannot be claimed");
+    assert_eq!(repo.claim_email_change(id1, late, far).await, Ok(true), "a claim that ran out can be taken");
     assert_eq!(
-        repo.begin_email_change(&j_stale).await,
-        Err(StoreError::VersionConflict),
-        "begin_email_change() with a stale version must be VersionConflict"
+        repo.claim_email_change(id1, late, far).await,
+        Ok(false),
+        "a claim taken cannot be taken again"
     );
-    let mut want = before.clone();
-    want.push(id1);
-    assert_eq!(pending_ids(repo).await, want, "a refused begin must record nothing");
+    let listed = repo.pending_email_changes().await.expect("pending_email_changes()");
+    assert_eq!(
+        listed.iter().find(|e| e.id == id1).map(|e| e.claimed_until),
+        Some(far),
+        "a claim must be recorded exactly"
+    );
+    let after = far + TimeDelta::seconds(1);
+    let race = futures::future::join_all(
+        (0..8).map(|n| repo.claim_email_change(id1, after, after + TimeDelta::seconds(n + 1))),
+    )
+    .await;
+    let won = race.iter().filter(|r| **r == Ok(true)).count();
+    assert!(race.iter().all(Result::is_ok) && won == 1, "of 8 concurrent claims exactly one wins: {race:?}");
 
     assert_eq!(repo.complete_email_change(id1).await, Ok(()), "complete_email_change() of a pending entry");
-    expect_load(repo, a, Some(&j1.record), "after complete_email_change() (the entry's record applied)")
-        .await;
+    expect_load(repo, a, Some(&next), "after complete_email_change() (the entry's record applied)").await;
     assert_eq!(pending_ids(repo).await, before, "a completed entry must no longer be pending");
     assert_eq!(
-        repo.complete_email_change(id1).await,
-        Err(StoreError::NotFound),
-        "completing twice must be NotFound"
+        repo.load_current(a).await,
+        Ok(CurrentRecord { record: Some(next.clone()), pending: None }),
+        "load_current() after completion: the applied record, nothing pending"
     );
+    assert!(
+        matches!(decide_as(repo, a, Decision::Keep).await, UpdateOutcome::Unchanged(_)),
+        "a settled change no longer blocks"
+    );
+    assert_eq!(repo.complete_email_change(id1).await, Err(StoreError::NotFound), "completing twice");
+    assert_eq!(repo.abort_email_change(id1).await, Err(StoreError::NotFound), "aborting a completed entry");
     assert_eq!(
-        repo.abort_email_change(id1).await,
+        repo.claim_email_change(id1, after, far).await,
         Err(StoreError::NotFound),
-        "aborting a completed entry must be NotFound"
+        "claiming a completed entry"
     );
 
-    // begin on a user without a row (version 1), abort → nothing written.
-    let j2 = change(full_record(b, 1), 3);
-    let id2 =
-        repo.begin_email_change(&j2).await.expect("begin_email_change() of version 1 over a missing row");
-    assert_ne!(id2, id1, "journal ids must be distinct");
-    assert_eq!(repo.abort_email_change(id2).await, Ok(()), "abort_email_change() of a pending entry");
+    // ChangeEmail on a user without a row, abort → nothing written.
+    let d2 = email_decision(full_record(b, 1), 3, late);
+    let UpdateOutcome::EmailChangeBegun(j2) = decide_as(repo, b, d2).await else {
+        panic!("ChangeEmail over a missing row must answer EmailChangeBegun");
+    };
+    assert_ne!(j2.id, id1, "journal ids must be distinct");
+    assert_eq!(repo.abort_email_change(j2.id).await, Ok(()), "abort_email_change() of a pending entry");
     expect_load(repo, b, None, "after an aborted change (no profile field written)").await;
     assert_eq!(pending_ids(repo).await, before, "an aborted entry must no longer be pending");
+    assert_eq!(repo.abort_email_change(j2.id).await, Err(StoreError::NotFound), "aborting twice");
     assert_eq!(
-        repo.abort_email_change(id2).await,
+        repo.complete_email_change(j2.id).await,
         Err(StoreError::NotFound),
-        "aborting twice must be NotFound"
+        "completing an aborted entry"
     );
-    assert_eq!(
-        repo.complete_email_change(id2).await,
-        Err(StoreError::NotFound),
-        "completing an aborted entry must be NotFound"
-    );
-
-    // The profile moves between begin and complete: conflict, entry stays pending.
-    let j3 = change(full_record(a, 4), 4);
-    let id3 = repo.begin_email_change(&j3).await.expect("begin_email_change()");
-    let moved = cleared(j1.record.clone(), 4, 30);
-    assert_eq!(repo.save(&moved).await, Ok(()), "a save() while an entry is pending must work");
-    assert_eq!(
-        repo.complete_email_change(id3).await,
-        Err(StoreError::VersionConflict),
-        "complete_email_change() after the version moved must be VersionConflict"
-    );
-    expect_load(repo, a, Some(&moved), "after a conflicting complete (nothing written)").await;
-    let mut want = before.clone();
-    want.push(id3);
-    assert_eq!(pending_ids(repo).await, want, "a conflicting complete must leave the entry pending");
 
     // Several pending entries are listed oldest first.
-    let j4 = change(full_record(id(3), 1), 5);
-    let id4 = repo.begin_email_change(&j4).await.expect("begin_email_change()");
-    let j5 = change(full_record(id(4), 1), 6);
-    let id5 = repo.begin_email_change(&j5).await.expect("begin_email_change()");
+    let mut ids = Vec::new();
+    for (n, user) in [(5, id(3)), (6, id(4)), (7, id(5))] {
+        let UpdateOutcome::EmailChangeBegun(j) =
+            decide_as(repo, user, email_decision(full_record(user, 1), n, late)).await
+        else {
+            panic!("ChangeEmail must answer EmailChangeBegun");
+        };
+        ids.push(j.id);
+    }
     let mut want = before.clone();
-    want.extend([id3, id4, id5]);
+    want.extend(ids.iter().copied());
     assert_eq!(pending_ids(repo).await, want, "pending entries must be listed oldest first");
-    for (id, what) in [(id3, "id3"), (id4, "id4"), (id5, "id5")] {
-        assert_eq!(repo.abort_email_change(id).await, Ok(()), "abort_email_change({what})");
+    for id in ids {
+        assert_eq!(repo.abort_email_change(id).await, Ok(()), "abort_email_change({id})");
     }
     assert_eq!(pending_ids(repo).await, before, "the suite must leave no entry of its own pending");
 
@@ -374,4 +482,9 @@ pub async fn profile_repository_contract(repo: &dyn ProfileRepository) {
         "complete of an unknown id"
     );
     assert_eq!(repo.abort_email_change(unknown).await, Err(StoreError::NotFound), "abort of an unknown id");
+    assert_eq!(
+        repo.claim_email_change(unknown, after, far).await,
+        Err(StoreError::NotFound),
+        "claim of an unknown id"
+    );
 }

@@ -9,4 +9,4 @@ pub mod domain;
 pub mod ports;
 pub mod service;
 
-pub use service::{ProfileRead, ProfileService, RecoveryReport, ServiceConfig, ServiceError};
+pub use service::{Executor, ProfileRead, ProfileService, RecoveryReport, ServiceConfig, ServiceError};

@@ -9,14 +9,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    AccountSnapshot, ProfileRecord, ProfileSnapshot, RewardsBalance, RewardsSnapshot, UserId,
+    AccountSnapshot, FieldError, ProfileRecord, ProfileSnapshot, RewardsBalance, RewardsSnapshot, UserId,
 };
 use std::sync::Arc;
 
 /// Why a storage operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    /// The stored version is not the one the write expected (someone else wrote first).
+    /// The stored state is not what the operation requires (a journal entry completed
+    /// over a record that moved on). Never returned for contention between updates:
+    /// those queue.
     #[error("the record changed since it was read")]
     VersionConflict,
     /// Another account already holds this e-mail address (compared case-insensitively).
@@ -44,7 +46,7 @@ pub type JournalId = i64;
 /// An e-mail change that spans both databases, recorded before either is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailChange {
-    /// Journal id (assigned by [`ProfileRepository::begin_email_change`]).
+    /// Journal id (assigned by the store).
     pub id: JournalId,
     /// E-mail before the change.
     pub old_email: String,
@@ -55,6 +57,73 @@ pub struct EmailChange {
     pub record: ProfileRecord,
     /// When the intent was recorded.
     pub created_at: DateTime<Utc>,
+    /// Until when the party working on the entry holds it; nobody else settles it
+    /// before then. A request holds its own entry while it runs; a settler claims an
+    /// entry with [`ProfileRepository::claim_email_change`].
+    pub claimed_until: DateTime<Utc>,
+}
+
+/// Why the core refused an update inside the unit of work; nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The patch is invalid given the stored record; every failing field is listed.
+    Invalid(Vec<FieldError>),
+    /// The precondition (`If-Match`) does not hold for the stored record.
+    PreconditionFailed,
+}
+
+/// What the core decided for the stored record, inside the store's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing changes; nothing is written.
+    Keep,
+    /// Store this record (its `version` is the stored version + 1).
+    Store(ProfileRecord),
+    /// The patch changes the e-mail: journal the change (held by the caller until
+    /// `claimed_until`); the record is stored only when the change completes.
+    ChangeEmail {
+        /// The record to store on completion (`version` = stored + 1).
+        record: ProfileRecord,
+        /// The account's e-mail before the change.
+        old_email: String,
+        /// The new e-mail, lower-case.
+        new_email: String,
+        /// When the intent is recorded.
+        created_at: DateTime<Utc>,
+        /// Until when the caller holds the entry.
+        claimed_until: DateTime<Utc>,
+    },
+    /// Refused; nothing is written.
+    Refuse(Refusal),
+}
+
+/// The pure core function a unit-of-work update runs on the stored record (the default
+/// record when the user has no row yet). It runs on the store's thread, once.
+pub type Decide = Box<dyn FnOnce(&ProfileRecord) -> Decision + Send>;
+
+/// What a unit-of-work update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// [`Decision::Keep`]: the stored record (the default one when there is no row).
+    Unchanged(ProfileRecord),
+    /// [`Decision::Store`]: the record now stored.
+    Stored(ProfileRecord),
+    /// [`Decision::ChangeEmail`]: the journal entry now pending, held by the caller.
+    EmailChangeBegun(EmailChange),
+    /// [`Decision::Refuse`]: nothing written.
+    Refused(Refusal),
+    /// The user has an unsettled e-mail change: `decide` was not called and nothing was
+    /// written. The change must be settled first (it holds the user's next state).
+    Blocked(EmailChange),
+}
+
+/// What [`ProfileRepository::load_current`] read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CurrentRecord {
+    /// The user's record; `None` when the user never edited their profile.
+    pub record: Option<ProfileRecord>,
+    /// The user's pending e-mail change, if any.
+    pub pending: Option<EmailChange>,
 }
 
 /// The main database: accounts and their orders. Shared with the wider application.
@@ -82,27 +151,43 @@ pub trait ProfileRepository: Send + Sync {
     /// The user's record; `Ok(None)` when the user never edited their profile.
     async fn load(&self, user_id: UserId) -> Result<Option<ProfileRecord>, StoreError>;
 
-    /// Stores `record` if the stored version is `record.version - 1` (a missing row
-    /// counts as version 0), atomically.
+    /// The user's record with the user's pending e-mail change, if any, read together
+    /// (one consistent snapshot): while a change is pending, a read shows the state
+    /// before it whole, never the new address with the old fields.
+    async fn load_current(&self, user_id: UserId) -> Result<CurrentRecord, StoreError>;
+
+    /// The update as one unit of work: in one write transaction, loads the user's record
+    /// (the default record, version 0, when there is no row), and — unless the user has
+    /// a pending e-mail change, then [`UpdateOutcome::Blocked`] — calls `decide` on it
+    /// once and carries out its [`Decision`].
     ///
-    /// MUST return `VersionConflict` and write nothing otherwise.
-    async fn save(&self, record: &ProfileRecord) -> Result<(), StoreError>;
+    /// Concurrent updates of one user, the very first included, MUST be applied one
+    /// after the other, each deciding on the record the previous one left: none is
+    /// lost and none fails because of another. A [`Decision::Store`] whose version is
+    /// not the stored version + 1 is a bug in the caller: `Failure`, nothing written.
+    async fn update(&self, user_id: UserId, decide: Decide) -> Result<UpdateOutcome, StoreError>;
 
-    /// Records the intent of an e-mail change (the `id` of `change` is ignored) and
-    /// returns its id. Checks the version as [`save`](Self::save) does, in the same
-    /// transaction, and writes nothing on `VersionConflict`. Does not apply the record.
-    async fn begin_email_change(&self, change: &EmailChange) -> Result<JournalId, StoreError>;
-
-    /// In one transaction: stores the entry's record with the version check of
-    /// [`save`](Self::save) and marks the entry done.
+    /// In one transaction: stores the pending entry's record and marks the entry done.
     ///
     /// MUST return `VersionConflict` (entry left pending, nothing written) when the
-    /// version moved, and `NotFound` when no pending entry has this id.
+    /// stored version is not the record's version - 1, and `NotFound` when no pending
+    /// entry has this id.
     async fn complete_email_change(&self, id: JournalId) -> Result<(), StoreError>;
 
     /// Marks a pending entry rolled back, writing no profile field. `NotFound` when no
     /// pending entry has this id.
     async fn abort_email_change(&self, id: JournalId) -> Result<(), StoreError>;
+
+    /// Takes a pending entry for settling until `until`, if nobody holds it at `now`
+    /// (its `claimed_until` is not after `now`). Returns whether it was taken: of
+    /// several parties claiming at once, exactly one gets `true`. `NotFound` when no
+    /// pending entry has this id.
+    async fn claim_email_change(
+        &self,
+        id: JournalId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     /// Every entry neither completed nor aborted, oldest first.
     async fn pending_email_changes(&self) -> Result<Vec<EmailChange>, StoreError>;

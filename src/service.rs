@@ -1,22 +1,30 @@
-//! `ProfileService`: the use cases — read, update, recover.
+//! `ProfileService`: the use cases — read, update, settle the journal.
+//!
+//! An update is one unit of work in the profiles store: the store loads the record and
+//! calls [`decide`] (pure: precondition, validation, merge) and stores what it returns,
+//! in one transaction, so concurrent updates of one user queue instead of failing. An
+//! update that changes the e-mail also goes through the journal (intent → main database
+//! → record applied and intent closed), and the entry holds the user's next state until
+//! it is settled: later updates of that user wait for it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, TimeDelta};
+use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
+use futures::future::BoxFuture;
 
 use crate::domain::{
     AccountSnapshot, AccountStatus, FieldError, ParsedUpdate, Precondition, Profile, ProfileRecord,
-    ProfileSnapshot, ProfileUpdate, ProfileView, Rewards, RewardsSnapshot, RewardsStatus, UserId,
+    ProfileSnapshot, ProfileView, Rewards, RewardsSnapshot, RewardsStatus, UserId,
 };
 use crate::ports::{
-    AccountRepository, CachePort, Clock, EmailChange, JournalId, ProfileRepository, RewardsPort, StoreError,
-    Timings,
+    AccountRepository, CachePort, Clock, Decide, Decision, EmailChange, JournalId, ProfileRepository,
+    Refusal, RewardsPort, StoreError, Timings, UpdateOutcome,
 };
 
-/// Why a use case failed. The HTTP adapter maps each to a status.
+/// Why a use case failed. Each transport maps each to its status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {
     /// No account with this id, or it is deleted.
@@ -28,15 +36,12 @@ pub enum ServiceError {
     /// The patch is invalid; every failing field is listed.
     #[error("the patch is invalid")]
     Invalid(Vec<FieldError>),
-    /// `If-Match` did not match the current ETag.
+    /// The precondition (`If-Match`) does not hold for the current state.
     #[error("the profile changed since it was read")]
     PreconditionFailed,
     /// Another account holds the e-mail address.
     #[error("the e-mail address is taken")]
     EmailTaken,
-    /// Concurrent writers kept winning; the client may retry.
-    #[error("the profile is being changed concurrently; try again")]
-    Conflict,
     /// A database cannot serve now; the client may retry.
     #[error("storage unavailable")]
     Unavailable(String),
@@ -45,16 +50,33 @@ pub enum ServiceError {
     Internal(String),
 }
 
-impl From<StoreError> for ServiceError {
-    fn from(e: StoreError) -> Self {
+impl ServiceError {
+    /// A storage failure of the profiles store or the journal: nothing there means "no
+    /// such account", so only availability keeps its meaning.
+    fn storage(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => Self::Unavailable(m),
-            StoreError::EmailTaken => Self::EmailTaken,
-            StoreError::NotFound => Self::AccountNotFound,
-            StoreError::VersionConflict => Self::Conflict,
-            StoreError::Failure(m) => Self::Internal(m),
+            other => Self::Internal(other.to_string()),
         }
     }
+
+    /// A failure of the main database's account operations.
+    fn account(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::AccountNotFound,
+            StoreError::EmailTaken => Self::EmailTaken,
+            other => Self::storage(other),
+        }
+    }
+}
+
+/// Runs the service's background work: the rest of a write whose caller went away, and
+/// waits. Implemented by the server on its runtime (and by test runtimes).
+pub trait Executor: Send + Sync {
+    /// Runs `task` to its end, whatever happens to the caller.
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+    /// Resolves after `duration`.
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
 }
 
 /// Tunables of the service.
@@ -62,13 +84,15 @@ impl From<StoreError> for ServiceError {
 pub struct ServiceConfig {
     /// Rewards cache window: a balance younger than this is served as `cached`.
     pub rewards_window: Duration,
-    /// Attempts of an update without `If-Match` that lose a version race before `Conflict`.
-    pub max_update_attempts: u32,
+    /// How long a request holds its own journal entry; nobody else settles it meanwhile.
+    /// Longer than any e-mail change takes, short enough that an entry of a process that
+    /// died is settled by another soon after.
+    pub journal_lease: Duration,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self { rewards_window: Duration::from_secs(30), max_update_attempts: 5 }
+        Self { rewards_window: Duration::from_secs(30), journal_lease: Duration::from_secs(10) }
     }
 }
 
@@ -81,62 +105,54 @@ pub struct ProfileRead {
     pub timings: Timings,
 }
 
-/// What start-up recovery did.
+/// What a pass over the journal did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Entries whose e-mail change had reached the main database: profile applied.
+    /// Entries whose e-mail change was carried through: profile applied.
     pub completed: u32,
-    /// Entries whose e-mail change had not: rolled back.
+    /// Entries whose e-mail change could not happen (address taken, account gone):
+    /// closed, nothing applied.
     pub rolled_back: u32,
+    /// Entries that could not be settled now (a database failing); retried later.
+    pub stuck: u32,
+    /// Entries another party holds (a request in flight, another instance).
+    pub held: u32,
 }
 
-/// The use cases, over the ports.
+/// The use cases, over the ports. Cheap to clone: every clone is the same service.
+#[derive(Clone)]
 pub struct ProfileService {
+    core: Arc<Core>,
+}
+
+struct Core {
     accounts: Arc<dyn AccountRepository>,
     profiles: Arc<dyn ProfileRepository>,
     rewards: Arc<dyn RewardsPort>,
     cache: Arc<dyn CachePort>,
     clock: Arc<dyn Clock>,
     config: ServiceConfig,
-    /// Journal entries a request of this process is working through right now; settling
-    /// them from another request would race with it.
-    in_flight: Arc<Mutex<HashSet<JournalId>>>,
-    /// Counts journal entries this process left pending (a failure or a cancelled
-    /// request mid-protocol); `settled_upto` is how many of those a sweep has seen
-    /// settled. While they are equal no entry can be pending (start-up recovery settles
-    /// those of earlier processes), so updates skip the journal query.
-    left_pending: Arc<AtomicU64>,
-    settled_upto: AtomicU64,
+    executor: OnceLock<Arc<dyn Executor>>,
+    journal: JournalState,
 }
 
-/// Removes a journal id from the in-flight set however the request ends (cancellation
-/// included), and counts the entry as left pending unless it was seen settled.
-struct InFlight {
-    set: Arc<Mutex<HashSet<JournalId>>>,
-    left_pending: Arc<AtomicU64>,
-    id: JournalId,
-    settled: bool,
+/// What this process knows of the journal.
+#[derive(Default)]
+struct JournalState {
+    /// Entries this process holds and is working on right now.
+    in_flight: Mutex<HashSet<JournalId>>,
+    /// Entries a request of this process gave up on: still held under their lease,
+    /// but free for this process to settle at once.
+    abandoned: Mutex<HashSet<JournalId>>,
+    /// Per entry that failed to settle: attempts so far, and when to try again.
+    backoff: Mutex<HashMap<JournalId, (u32, DateTime<Utc>)>>,
+    /// Bumped whenever an e-mail change of this process reaches the main database, so
+    /// an update that read the account before can tell its copy may be old.
+    email_epoch: AtomicU64,
 }
 
-impl InFlight {
-    fn enter(service: &ProfileService, id: JournalId) -> Self {
-        service.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
-        Self {
-            set: service.in_flight.clone(),
-            left_pending: service.left_pending.clone(),
-            id,
-            settled: false,
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
-        if !self.settled {
-            self.left_pending.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs a future and measures it.
@@ -144,6 +160,75 @@ async fn timed<T>(f: impl Future<Output = T>) -> (T, Duration) {
     let start = Instant::now();
     let out = f.await;
     (out, start.elapsed())
+}
+
+fn add(slot: &mut Option<Duration>, d: Duration) {
+    *slot = Some(slot.unwrap_or_default() + d);
+}
+
+/// The status rule: deleted accounts do not exist, suspended ones may not act.
+fn active(account: Option<AccountSnapshot>) -> Result<AccountSnapshot, ServiceError> {
+    match account {
+        None => Err(ServiceError::AccountNotFound),
+        Some(a) => match a.status {
+            AccountStatus::Active => Ok(a),
+            AccountStatus::Suspended => Err(ServiceError::AccountSuspended),
+            AccountStatus::Deleted => Err(ServiceError::AccountNotFound),
+        },
+    }
+}
+
+/// The pure heart of an update, run by the store on the stored record inside its
+/// transaction: the precondition against the ETag of the state it names (the stored
+/// record with the account and rewards read for this request), then the merge and
+/// every rule; the next record, nothing, or a refusal.
+pub fn decide(
+    current: &ProfileRecord,
+    account: &AccountSnapshot,
+    rewards: &Rewards,
+    parsed: &ParsedUpdate,
+    precondition: &Precondition,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> Decision {
+    if !precondition.is_none() {
+        let snapshot = ProfileSnapshot::new(Profile::assemble(account, current));
+        let view = ProfileView { snapshot, rewards: rewards.clone() };
+        if !precondition.allows(&view.etag()) {
+            return Decision::Refuse(Refusal::PreconditionFailed);
+        }
+    }
+    let mut errors = parsed.problems.clone();
+    let (fields, new_email) = match parsed.update.apply(&current.fields, &account.email, &account.username) {
+        Ok(done) if errors.is_empty() => done,
+        Ok(_) => return Decision::Refuse(Refusal::Invalid(errors)),
+        Err(more) => {
+            // A key already refused on its own is not reported again as missing.
+            let extra: Vec<FieldError> =
+                more.into_iter().filter(|m| !errors.iter().any(|e| e.field == m.field)).collect();
+            errors.extend(extra);
+            return Decision::Refuse(Refusal::Invalid(errors));
+        }
+    };
+    if fields == current.fields && new_email.is_none() {
+        return Decision::Keep;
+    }
+    let record = ProfileRecord {
+        user_id: current.user_id,
+        version: current.version + 1,
+        updated_at: Some(now),
+        fields,
+    };
+    match new_email {
+        None => Decision::Store(record),
+        Some(new_email) => Decision::ChangeEmail {
+            record,
+            old_email: account.email.clone(),
+            new_email,
+            created_at: now,
+            claimed_until: now + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX),
+        },
+    }
 }
 
 impl ProfileService {
@@ -156,47 +241,154 @@ impl ProfileService {
         clock: Arc<dyn Clock>,
         config: ServiceConfig,
     ) -> Self {
-        Self {
+        let core = Core {
             accounts,
             profiles,
             rewards,
             cache,
             clock,
             config,
-            in_flight: Arc::default(),
-            left_pending: Arc::default(),
-            settled_upto: AtomicU64::new(0),
-        }
+            executor: OnceLock::new(),
+            journal: JournalState::default(),
+        };
+        Self { core: Arc::new(core) }
+    }
+
+    /// Runs every write on `executor`, so a write that has started finishes even when
+    /// its caller goes away, and lets updates wait for another instance's e-mail
+    /// change. Without one, a write runs in the caller's future (dropping it midway
+    /// leaves an e-mail change for the journal to settle) and such waits fail as
+    /// `Unavailable`.
+    pub fn with_executor(self, executor: Arc<dyn Executor>) -> Self {
+        // Set once, before the service is shared; a second executor is ignored.
+        let _ = self.core.executor.set(executor);
+        self
     }
 
     /// Today's date (UTC), the anchor of the age rule.
     pub fn today(&self) -> NaiveDate {
-        self.clock.now().date_naive()
+        self.core.clock.now().date_naive()
     }
 
     /// Both databases answer a query.
     pub async fn ready(&self) -> Result<(), ServiceError> {
-        let (a, p) = futures::join!(self.accounts.ping(), self.profiles.ping());
-        a?;
-        p?;
+        let (a, p) = futures::join!(self.core.accounts.ping(), self.core.profiles.ping());
+        a.map_err(ServiceError::storage)?;
+        p.map_err(ServiceError::storage)?;
         Ok(())
     }
 
     /// The user's complete profile: from the profile cache, else both databases read
-    /// concurrently; rewards composed for this request in every case.
+    /// concurrently with the rewards balance; rewards composed for this request in
+    /// every case.
     pub async fn get(&self, user_id: UserId) -> Result<ProfileRead, ServiceError> {
+        let core = &self.core;
         let mut timings = Timings::default();
-        let snapshot = match self.cache.profile(user_id).await {
-            Some(s) => s,
+        let (snapshot, rewards) = match core.cache.profile(user_id).await {
+            Some(s) => (s, core.rewards_for(user_id, &mut timings).await),
             None => {
-                let (account, record) = self.read_both(user_id, &mut timings).await?;
+                let mut reward_t = Timings::default();
+                let (both, rewards) = futures::join!(
+                    core.read_both(user_id, &mut timings),
+                    core.rewards_for(user_id, &mut reward_t)
+                );
+                timings.rewards = reward_t.rewards;
+                let (account, record) = both?;
                 let snapshot = ProfileSnapshot::new(Profile::assemble(&account, &record));
-                self.cache.put_profile(snapshot.clone()).await;
-                snapshot
+                core.cache.put_profile(snapshot.clone()).await;
+                (snapshot, rewards)
             }
         };
-        let rewards = self.rewards_for(user_id, &mut timings).await;
         Ok(ProfileRead { view: ProfileView { snapshot, rewards }, timings })
+    }
+
+    /// The update use case: applies a parsed patch under a precondition, reporting every
+    /// problem of the patch together, those that need the stored state included.
+    ///
+    /// Without a precondition the patch applies to the latest state; concurrent updates
+    /// of one user queue and never fail because of each other. With one, it applies
+    /// only to the state it names (`PreconditionFailed` otherwise, nothing written). A
+    /// patch that changes nothing writes nothing and keeps `version`. An e-mail change
+    /// goes through the journal so both databases change or neither does. Once started
+    /// (with an executor), the write runs to its end even if this future is dropped.
+    pub async fn update(
+        &self,
+        user_id: UserId,
+        parsed: ParsedUpdate,
+        precondition: Precondition,
+    ) -> Result<ProfileRead, ServiceError> {
+        let core = self.core.clone();
+        let Some(executor) = core.executor.get().cloned() else {
+            return core.update(user_id, Arc::new(parsed), precondition).await;
+        };
+        let (tx, rx) = futures::channel::oneshot::channel();
+        executor.spawn(Box::pin(async move {
+            let _ = tx.send(core.update(user_id, Arc::new(parsed), precondition).await);
+        }));
+        rx.await
+            .unwrap_or_else(|_| Err(ServiceError::Internal("the update task ended without an answer".into())))
+    }
+
+    /// Settles every journal entry nobody else holds, each on its own: one that cannot
+    /// be settled now is counted `stuck`, retried on a later pass (with backoff), and
+    /// never stops the others. Run at start-up and periodically; fails only when the
+    /// journal cannot be listed.
+    pub async fn settle_journal(&self) -> Result<RecoveryReport, ServiceError> {
+        self.core.settle_journal().await
+    }
+
+    /// Start-up recovery: one pass of [`settle_journal`](Self::settle_journal).
+    pub async fn recover(&self) -> Result<RecoveryReport, ServiceError> {
+        self.settle_journal().await
+    }
+}
+
+/// Marks a journal entry as worked on by this process for as long as it lives.
+struct Held<'a> {
+    journal: &'a JournalState,
+    id: JournalId,
+}
+
+impl<'a> Held<'a> {
+    fn new(journal: &'a JournalState, id: JournalId) -> Self {
+        lock(&journal.in_flight).insert(id);
+        Self { journal, id }
+    }
+
+    /// Leaves the entry for this process to settle later without waiting for its lease.
+    fn abandon(self) {
+        lock(&self.journal.abandoned).insert(self.id);
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        lock(&self.journal.in_flight).remove(&self.id);
+    }
+}
+
+impl Core {
+    /// Now, at the precision every store keeps (microseconds).
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now().trunc_subsecs(6)
+    }
+
+    fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + TimeDelta::from_std(self.config.journal_lease).unwrap_or(TimeDelta::MAX)
+    }
+
+    /// A short wait before looking again, growing with the time already waited; fails
+    /// once a wait has outlasted any lease, or when there is no executor to wait on.
+    async fn pause(&self, waited: Duration) -> Result<Duration, ServiceError> {
+        let unavailable =
+            || ServiceError::Unavailable("the user's e-mail change is still in progress".into());
+        let executor = self.executor.get().ok_or_else(unavailable)?;
+        if waited > self.config.journal_lease * 2 {
+            return Err(unavailable());
+        }
+        let step = (waited / 4).clamp(Duration::from_millis(1), Duration::from_millis(50));
+        executor.sleep(step).await;
+        Ok(step)
     }
 
     /// Reads the account (checked for status) and the profile record concurrently.
@@ -205,20 +397,26 @@ impl ProfileService {
         user_id: UserId,
         timings: &mut Timings,
     ) -> Result<(AccountSnapshot, ProfileRecord), ServiceError> {
-        let ((account, main_t), (record, prof_t)) =
-            futures::join!(timed(self.accounts.account(user_id)), timed(self.profiles.load(user_id)));
-        timings.db_main = Some(timings.db_main.unwrap_or_default() + main_t);
-        timings.db_profiles = Some(timings.db_profiles.unwrap_or_default() + prof_t);
-        let account = match account? {
-            None => return Err(ServiceError::AccountNotFound),
-            Some(a) => match a.status {
-                AccountStatus::Active => a,
-                AccountStatus::Suspended => return Err(ServiceError::AccountSuspended),
-                AccountStatus::Deleted => return Err(ServiceError::AccountNotFound),
-            },
-        };
-        let record = record?.unwrap_or_else(|| ProfileRecord::new_default(user_id));
+        let ((account, main_t), (current, prof_t)) =
+            futures::join!(timed(self.accounts.account(user_id)), timed(self.profiles.load_current(user_id)));
+        add(&mut timings.db_main, main_t);
+        add(&mut timings.db_profiles, prof_t);
+        let mut account = active(account.map_err(ServiceError::storage)?)?;
+        let current = current.map_err(ServiceError::storage)?;
+        if let Some(change) = current.pending {
+            // The main database may already hold the new address; until the change is
+            // settled the profile shows the state before it, whole.
+            account.email = change.old_email;
+        }
+        let record = current.record.unwrap_or_else(|| ProfileRecord::new_default(user_id));
         Ok((account, record))
+    }
+
+    /// The account, checked for status, timed.
+    async fn account(&self, user_id: UserId, timings: &mut Timings) -> Result<AccountSnapshot, ServiceError> {
+        let (account, t) = timed(self.accounts.account(user_id)).await;
+        add(&mut timings.db_main, t);
+        active(account.map_err(ServiceError::storage)?)
     }
 
     /// Rewards for this request: within the window from the cache, else from the
@@ -234,7 +432,7 @@ impl ProfileService {
         timings.rewards = Some(took);
         match answer {
             Ok(balance) => {
-                let snapshot = RewardsSnapshot { balance, fetched_at: self.clock.now() };
+                let snapshot = RewardsSnapshot { balance, fetched_at: self.now() };
                 let rewards = Rewards::from_snapshot(&snapshot, RewardsStatus::Live);
                 self.cache.put_rewards(user_id, snapshot).await;
                 rewards
@@ -246,207 +444,227 @@ impl ProfileService {
         }
     }
 
-    /// The PATCH use case: parses a merge-patch document and applies it, reporting every
-    /// problem of the document together, those that need the stored state included.
-    ///
-    /// With `if_match`, the patch applies only to the state that ETag names
-    /// (`PreconditionFailed` otherwise, nothing written); without it, to the latest
-    /// state, retrying when a concurrent writer wins. A patch that changes nothing
-    /// writes nothing and keeps `version`. An e-mail change goes through the journal so
-    /// both databases change or neither does.
-    pub async fn update(
-        &self,
-        user_id: UserId,
-        parsed: ParsedUpdate,
-        precondition: Precondition,
-    ) -> Result<ProfileRead, ServiceError> {
-        let if_match = (!precondition.is_none()).then_some(&precondition);
-        self.apply_update(user_id, &parsed.update, parsed.problems, if_match).await
-    }
-
-    /// Applies a parsed patch, given the problems already found while parsing it.
-    async fn apply_update(
-        &self,
-        user_id: UserId,
-        patch: &ProfileUpdate,
-        mut errors: Vec<FieldError>,
-        if_match: Option<&Precondition>,
-    ) -> Result<ProfileRead, ServiceError> {
-        let mut timings = Timings::default();
-        // A change the journal left half-done must be settled before a new one builds on
-        // it; otherwise recovery could later undo the new change.
-        self.settle_left_pending().await?;
-        for _ in 0..self.config.max_update_attempts.max(1) {
-            let (account, record) = self.read_both(user_id, &mut timings).await?;
-            let current = ProfileSnapshot::new(Profile::assemble(&account, &record));
-            let rewards = self.rewards_for(user_id, &mut timings).await;
-            if let Some(tag) = if_match {
-                let view = ProfileView { snapshot: current.clone(), rewards: rewards.clone() };
-                if !tag.allows(&view.etag()) {
-                    return Err(ServiceError::PreconditionFailed);
-                }
-            }
-            let applied = patch.apply(&record.fields, &account.email, &account.username);
-            let (fields, new_email) = match applied {
-                Ok(done) if errors.is_empty() => done,
-                Ok(_) => return Err(ServiceError::Invalid(errors)),
-                Err(more) => {
-                    // A key already refused on its own is not reported again as missing.
-                    let extra: Vec<FieldError> =
-                        more.into_iter().filter(|m| !errors.iter().any(|e| e.field == m.field)).collect();
-                    errors.extend(extra);
-                    return Err(ServiceError::Invalid(errors));
-                }
-            };
-            if fields == record.fields && new_email.is_none() {
-                self.cache.put_profile(current.clone()).await;
-                return Ok(ProfileRead { view: ProfileView { snapshot: current, rewards }, timings });
-            }
-            let next = ProfileRecord {
-                user_id,
-                version: record.version + 1,
-                updated_at: Some(self.clock.now()),
-                fields,
-            };
-            let written = match &new_email {
-                None => {
-                    let (r, t) = timed(self.profiles.save(&next)).await;
-                    add(&mut timings.db_profiles, t);
-                    r
-                }
-                Some(email) => self.change_email(&account, email, &next, &mut timings).await,
-            };
-            match written {
-                Ok(()) => {
-                    let mut account = account;
-                    if let Some(email) = new_email {
-                        account.email = email;
-                    }
-                    let snapshot = ProfileSnapshot::new(Profile::assemble(&account, &next));
-                    self.cache.put_profile(snapshot.clone()).await;
-                    return Ok(ProfileRead { view: ProfileView { snapshot, rewards }, timings });
-                }
-                Err(StoreError::VersionConflict) if if_match.is_some() => {
-                    return Err(ServiceError::PreconditionFailed);
-                }
-                Err(StoreError::VersionConflict) => continue,
-                Err(e) => {
-                    // Whatever happened, the next read must not trust the cached state.
-                    self.cache.invalidate_profile(user_id).await;
-                    return Err(e.into());
-                }
-            }
-        }
-        Err(ServiceError::Conflict)
-    }
-
-    /// The journal protocol: intent in the profiles database → e-mail in the main
-    /// database → profile fields applied and intent closed in one profiles transaction.
-    async fn change_email(
+    /// Caches and returns the state a write left.
+    async fn answer(
         &self,
         account: &AccountSnapshot,
-        new_email: &str,
-        next: &ProfileRecord,
-        timings: &mut Timings,
-    ) -> Result<(), StoreError> {
-        let mut change = EmailChange {
-            id: 0,
-            old_email: account.email.clone(),
-            new_email: new_email.to_owned(),
-            record: next.clone(),
-            created_at: self.clock.now(),
-        };
-        let (id, t) = timed(self.profiles.begin_email_change(&change)).await;
-        add(&mut timings.db_profiles, t);
-        change.id = id?;
-        let mut guard = InFlight::enter(self, change.id);
-        let (set, t) = timed(self.accounts.set_email(account.id, new_email)).await;
+        record: &ProfileRecord,
+        rewards: Rewards,
+        timings: Timings,
+    ) -> ProfileRead {
+        let snapshot = ProfileSnapshot::new(Profile::assemble(account, record));
+        self.cache.put_profile(snapshot.clone()).await;
+        ProfileRead { view: ProfileView { snapshot, rewards }, timings }
+    }
+
+    async fn update(
+        &self,
+        user_id: UserId,
+        parsed: Arc<ParsedUpdate>,
+        precondition: Precondition,
+    ) -> Result<ProfileRead, ServiceError> {
+        let mut timings = Timings::default();
+        let mut reward_t = Timings::default();
+        let epoch = self.journal.email_epoch.load(Ordering::SeqCst);
+        let (account, rewards) =
+            futures::join!(self.account(user_id, &mut timings), self.rewards_for(user_id, &mut reward_t));
+        timings.rewards = reward_t.rewards;
+        let mut account = account?;
+        let precondition = Arc::new(precondition);
+        let mut waited = Duration::ZERO;
+        loop {
+            let decide_fn: Decide = {
+                let (account, rewards, parsed, precondition) =
+                    (account.clone(), rewards.clone(), parsed.clone(), precondition.clone());
+                let (now, lease) = (self.now(), self.config.journal_lease);
+                Box::new(move |current: &ProfileRecord| {
+                    decide(current, &account, &rewards, &parsed, &precondition, now, lease)
+                })
+            };
+            let (outcome, t) = timed(self.profiles.update(user_id, decide_fn)).await;
+            add(&mut timings.db_profiles, t);
+            match outcome.map_err(ServiceError::storage)? {
+                UpdateOutcome::Unchanged(record) | UpdateOutcome::Stored(record) => {
+                    if self.journal.email_epoch.load(Ordering::SeqCst) != epoch {
+                        // An e-mail change landed since the account was read: never
+                        // answer (or cache) the newer version with the older address.
+                        account = self.account(user_id, &mut timings).await?;
+                    }
+                    return Ok(self.answer(&account, &record, rewards, timings).await);
+                }
+                UpdateOutcome::Refused(Refusal::Invalid(errors)) => {
+                    return Err(ServiceError::Invalid(errors));
+                }
+                UpdateOutcome::Refused(Refusal::PreconditionFailed) => {
+                    return Err(ServiceError::PreconditionFailed);
+                }
+                UpdateOutcome::EmailChangeBegun(change) => {
+                    let held = Held::new(&self.journal, change.id);
+                    return self.finish_email_change(&account, &change, held, rewards, timings).await;
+                }
+                UpdateOutcome::Blocked(change) => {
+                    // The entry holds this user's next state: settle it (or wait for
+                    // whoever holds it), then decide again on what it left.
+                    match self.take_for_settling(&change).await? {
+                        Some(held) => {
+                            self.settle_one(&change, held).await?;
+                            account = self.account(user_id, &mut timings).await?;
+                        }
+                        None => waited += self.pause(waited).await?,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes `change` for settling, if this process may now: nobody here is working on
+    /// it, and either a request of this process abandoned it or the store lets this
+    /// process claim it (of several parties, exactly one wins).
+    async fn take_for_settling(&self, change: &EmailChange) -> Result<Option<Held<'_>>, ServiceError> {
+        {
+            let mut in_flight = lock(&self.journal.in_flight);
+            if in_flight.contains(&change.id) {
+                return Ok(None);
+            }
+            if lock(&self.journal.abandoned).remove(&change.id) {
+                in_flight.insert(change.id);
+                return Ok(Some(Held { journal: &self.journal, id: change.id }));
+            }
+        }
+        let now = self.now();
+        let claimed = self
+            .profiles
+            .claim_email_change(change.id, now, self.lease_from(now))
+            .await
+            .map_err(ServiceError::storage)?;
+        Ok(claimed.then(|| Held::new(&self.journal, change.id)))
+    }
+
+    /// The rest of the journal protocol after the intent is recorded: the e-mail in the
+    /// main database, then the record applied and the intent closed.
+    async fn finish_email_change(
+        &self,
+        account: &AccountSnapshot,
+        change: &EmailChange,
+        held: Held<'_>,
+        rewards: Rewards,
+        mut timings: Timings,
+    ) -> Result<ProfileRead, ServiceError> {
+        let (set, t) = timed(self.accounts.set_email(account.id, &change.new_email)).await;
         add(&mut timings.db_main, t);
         if let Err(e) = set {
-            // The main database refused or failed: settle the entry by what it now holds.
-            guard.settled = self.settle(&change).await.is_ok();
-            return Err(e);
+            if e == StoreError::EmailTaken {
+                // Nothing changed anywhere: close the intent, and answer 409 only once
+                // it is closed (a pending one would later be carried through).
+                let (aborted, t) = timed(self.profiles.abort_email_change(change.id)).await;
+                add(&mut timings.db_profiles, t);
+                if aborted.is_ok() {
+                    return Err(ServiceError::EmailTaken);
+                }
+            }
+            // The main database may or may not hold the address: the settler finds out.
+            held.abandon();
+            self.cache.invalidate_profile(account.id).await;
+            return Err(ServiceError::account(e));
         }
+        self.journal.email_epoch.fetch_add(1, Ordering::SeqCst);
         let (done, t) = timed(self.profiles.complete_email_change(change.id)).await;
         add(&mut timings.db_profiles, t);
-        match done {
-            Ok(()) => {
-                guard.settled = true;
-                Ok(())
-            }
-            Err(StoreError::VersionConflict) => {
-                // Someone changed the profile in between: undo the e-mail, close the entry.
-                self.accounts.set_email(account.id, &change.old_email).await?;
-                self.profiles.abort_email_change(change.id).await?;
-                guard.settled = true;
-                Err(StoreError::VersionConflict)
+        if let Err(e) = done {
+            held.abandon();
+            self.cache.invalidate_profile(account.id).await;
+            return Err(ServiceError::storage(e));
+        }
+        drop(held);
+        let mut account = account.clone();
+        account.email = change.new_email.clone();
+        Ok(self.answer(&account, &change.record, rewards, timings).await)
+    }
+
+    /// Carries one entry through, judging by what the main database holds; the caller
+    /// holds the entry and the user. Rolls forward: an address the account already has,
+    /// or can still take, completes the change; one that is taken, or an account gone
+    /// or changed meanwhile by the wider application, closes it with nothing applied.
+    /// Returns whether the change was completed.
+    async fn settle_one(&self, change: &EmailChange, held: Held<'_>) -> Result<bool, ServiceError> {
+        match self.carry_through(change).await {
+            Ok(completed) => {
+                lock(&self.journal.backoff).remove(&change.id);
+                self.cache.invalidate_profile(change.record.user_id).await;
+                Ok(completed)
             }
             Err(e) => {
-                // Settle now if the store lets us; else it stays pending for the next
-                // update or for start-up recovery.
-                guard.settled = self.settle(&change).await.is_ok();
+                held.abandon();
                 Err(e)
             }
         }
     }
 
-    /// Finishes or rolls back one journal entry, judging by what the main database holds.
-    async fn settle(&self, change: &EmailChange) -> Result<bool, StoreError> {
-        let account = self.accounts.account(change.record.user_id).await?;
-        // Exact comparison: the change stores the address exactly as given (lower-case),
-        // while the wider application may have written another case of the old one.
-        let reached_main = account.is_some_and(|a| a.email == change.new_email);
-        if reached_main {
-            match self.profiles.complete_email_change(change.id).await {
-                Ok(()) => return Ok(true),
-                Err(StoreError::VersionConflict) => {
-                    // The profile moved on since the intent: the intent's state can no
-                    // longer be applied whole, so undo its e-mail half instead.
-                    self.accounts.set_email(change.record.user_id, &change.old_email).await?;
+    async fn carry_through(&self, change: &EmailChange) -> Result<bool, ServiceError> {
+        let user_id = change.record.user_id;
+        let account = self.accounts.account(user_id).await.map_err(ServiceError::storage)?;
+        let complete = match account.filter(|a| a.status != AccountStatus::Deleted) {
+            None => false,
+            // Exact comparison: the change stores the address exactly as given.
+            Some(a) if a.email == change.new_email => true,
+            Some(a) if a.email.eq_ignore_ascii_case(&change.old_email) => {
+                match self.accounts.set_email(user_id, &change.new_email).await {
+                    Ok(()) => true,
+                    Err(StoreError::EmailTaken | StoreError::NotFound) => false,
+                    Err(e) => return Err(ServiceError::storage(e)),
                 }
-                Err(e) => return Err(e),
             }
+            Some(_) => false,
+        };
+        if complete {
+            self.journal.email_epoch.fetch_add(1, Ordering::SeqCst);
+            self.profiles.complete_email_change(change.id).await.map_err(ServiceError::storage)?;
+        } else {
+            self.profiles.abort_email_change(change.id).await.map_err(ServiceError::storage)?;
         }
-        self.profiles.abort_email_change(change.id).await?;
-        Ok(false)
+        Ok(complete)
     }
 
-    /// Settles the e-mail changes this process left unfinished, if it left any, so that
-    /// no update builds on a half-done one (recovery could otherwise undo it later).
-    async fn settle_left_pending(&self) -> Result<(), ServiceError> {
-        let left = self.left_pending.load(Ordering::SeqCst);
-        if left == self.settled_upto.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let pending = self.profiles.pending_email_changes().await?;
-        for change in pending {
-            let busy = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains(&change.id);
-            if !busy {
-                self.settle(&change).await?;
-                self.cache.invalidate_profile(change.record.user_id).await;
-            }
-        }
-        // Entries counted after `left` was read are left for the next sweep.
-        self.settled_upto.fetch_max(left, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// Finishes or rolls back every unfinished cross-database change (run at start-up,
-    /// before serving). Stops at the first storage failure.
-    pub async fn recover(&self) -> Result<RecoveryReport, ServiceError> {
+    async fn settle_journal(&self) -> Result<RecoveryReport, ServiceError> {
         let mut report = RecoveryReport::default();
-        for change in self.profiles.pending_email_changes().await? {
-            if self.settle(&change).await? {
-                report.completed += 1;
-            } else {
-                report.rolled_back += 1;
+        let pending = self.profiles.pending_email_changes().await.map_err(ServiceError::storage)?;
+        let now = self.now();
+        for change in pending {
+            let due = lock(&self.journal.backoff).get(&change.id).is_none_or(|(_, at)| *at <= now);
+            if !due {
+                report.stuck += 1;
+                continue;
             }
-            self.cache.invalidate_profile(change.record.user_id).await;
+            let held = match self.take_for_settling(&change).await {
+                Ok(Some(held)) => held,
+                Ok(None) => {
+                    report.held += 1;
+                    continue;
+                }
+                Err(_) => {
+                    self.back_off(change.id, now);
+                    report.stuck += 1;
+                    continue;
+                }
+            };
+            match self.settle_one(&change, held).await {
+                Ok(true) => report.completed += 1,
+                Ok(false) => report.rolled_back += 1,
+                Err(_) => {
+                    self.back_off(change.id, now);
+                    report.stuck += 1;
+                }
+            }
         }
         Ok(report)
     }
-}
 
-fn add(slot: &mut Option<Duration>, d: Duration) {
-    *slot = Some(slot.unwrap_or_default() + d);
+    /// Doubles the wait before the next attempt at an entry, up to a minute.
+    fn back_off(&self, id: JournalId, now: DateTime<Utc>) {
+        let mut backoff = lock(&self.journal.backoff);
+        let entry = backoff.entry(id).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        let wait = TimeDelta::milliseconds(250i64 << entry.0.min(8)).min(TimeDelta::minutes(1));
+        entry.1 = now + wait;
+    }
 }

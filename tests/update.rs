@@ -3,6 +3,8 @@
 mod common;
 
 use common::*;
+use std::sync::Arc;
+
 use profile_core::ServiceError;
 use profile_core::ports::StoreError;
 use profile_memory::Op;
@@ -440,7 +442,7 @@ async fn a_patch_that_changes_nothing_keeps_version_and_writes_nothing() {
         assert_eq!(out["personal"]["first_name"], "Ada");
     }
     assert_eq!(app.saves(), saves, "no save call for a no-op patch");
-    assert_eq!(app.profiles.faults.calls(Op::BeginEmailChange), 0);
+    assert_eq!(app.profiles.journal_len(), 0);
     assert_eq!(app.accounts.faults.calls(Op::SetEmail), 0);
     assert_eq!(app.get_json(ALICE).await["version"], 1);
 }
@@ -475,7 +477,7 @@ async fn stale_if_match_is_precondition_failed_and_writes_nothing() {
     assert_eq!(r.unwrap_err(), ServiceError::PreconditionFailed);
     assert_eq!(app.saves(), saves);
     assert_eq!(app.email(ALICE), ALICE_EMAIL);
-    assert_eq!(app.profiles.faults.calls(Op::BeginEmailChange), 0);
+    assert_eq!(app.profiles.journal_len(), 0);
     let doc = app.get_json(ALICE).await;
     assert_eq!((doc["version"].clone(), doc["personal"]["first_name"].clone()), (json!(1), json!("Ada")));
 }
@@ -510,37 +512,65 @@ async fn matching_if_match_and_star_succeed() {
     assert_eq!(r.unwrap_err(), ServiceError::PreconditionFailed);
 }
 
-#[tokio::test]
-async fn a_version_conflict_without_if_match_is_retried_and_applied() {
-    let app = App::new();
-    app.profiles.faults.fail_next(Op::Save, 1, StoreError::VersionConflict);
-    let doc = json(&app.patch_ok(ALICE, json!({ "personal": { "first_name": "Ada" } })).await);
-    assert_eq!(doc["version"], 1);
-    assert_eq!(doc["personal"]["first_name"], "Ada");
-    assert_eq!(app.saves(), 2, "retried once");
-    assert_eq!(app.record(ALICE).unwrap().fields.personal.first_name.as_deref(), Some("Ada"));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_of_one_user_queue_and_none_is_lost() {
+    let app = Arc::new(App::new());
+    // Every store call yields, so the patches really interleave.
+    app.profiles.faults.set_latency(Some(std::time::Duration::from_millis(1)));
+    let fields = ["first_name", "last_name", "city", "bio", "display_name", "phone"];
+    let tasks: Vec<_> = fields
+        .into_iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for n in 0..10 {
+                    let value = if field == "phone" {
+                        format!("+4420712345{n:02}")
+                    } else {
+                        format!("{field}{i}-{n}")
+                    };
+                    app.patch_ok(ALICE, json!({ "personal": { field: value } })).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let doc = app.get_json(ALICE).await;
+    assert_eq!(doc["version"], 60, "every patch counted");
+    assert_eq!(doc["personal"]["first_name"], "first_name0-9");
+    assert_eq!(doc["personal"]["bio"], "bio3-9");
+    assert_eq!(doc["personal"]["phone"], "+442071234509");
+    assert_eq!(app.saves(), 60);
 }
 
-#[tokio::test]
-async fn conflicts_that_keep_winning_end_in_conflict() {
-    let app = App::new();
-    app.profiles.faults.fail_next(Op::Save, 100, StoreError::VersionConflict);
-    let r = app.patch(ALICE, json!({ "personal": { "first_name": "Ada" } })).await;
-    assert_eq!(r.unwrap_err(), ServiceError::Conflict);
-    assert_eq!(app.saves(), 5, "ServiceConfig::default().max_update_attempts");
-    assert_eq!(app.record(ALICE), None);
-}
-
-#[tokio::test]
-async fn a_version_conflict_with_if_match_is_precondition_failed() {
-    let app = App::new();
-    let tag = app.get(ALICE).await.view.etag();
-    app.profiles.faults.fail_next(Op::Save, 1, StoreError::VersionConflict);
-    let r = app.patch_if(ALICE, json!({ "personal": { "first_name": "Ada" } }), one(&tag)).await;
-    assert_eq!(r.unwrap_err(), ServiceError::PreconditionFailed);
-    assert_eq!(app.saves(), 1, "not retried");
-    assert_eq!(app.record(ALICE), None);
-    assert_eq!(app.get_json(ALICE).await["personal"]["first_name"], Value::Null);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_with_one_etag_exactly_one_wins() {
+    let app = Arc::new(App::new());
+    app.profiles.faults.set_latency(Some(std::time::Duration::from_millis(1)));
+    for round in 0..5 {
+        let tag = app.get(ALICE).await.view.etag();
+        let tasks: Vec<_> = (0..8)
+            .map(|n| {
+                let (app, tag) = (app.clone(), tag.clone());
+                tokio::spawn(async move {
+                    app.patch_if(ALICE, json!({ "personal": { "city": format!("c{round}-{n}") } }), one(&tag))
+                        .await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(_) => wins += 1,
+                Err(e) => assert_eq!(e, ServiceError::PreconditionFailed),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}: exactly one patch per ETag");
+    }
+    assert_eq!(app.get_json(ALICE).await["version"], 5);
 }
 
 #[tokio::test]
@@ -548,7 +578,7 @@ async fn an_unavailable_store_fails_the_update_without_poisoning_the_cache() {
     let app = App::new();
     app.patch_ok(ALICE, json!({ "personal": { "first_name": "Ada" } })).await;
     app.get(ALICE).await; // cached
-    app.profiles.faults.fail_next(Op::Save, 1, StoreError::Unavailable("locked".into()));
+    app.profiles.faults.fail_next(Op::Update, 1, StoreError::Unavailable("locked".into()));
     let r = app.patch(ALICE, json!({ "personal": { "first_name": "Eve" } })).await;
     assert!(matches!(r, Err(ServiceError::Unavailable(_))), "{r:?}");
     let doc = app.get_json(ALICE).await;

@@ -11,7 +11,9 @@ use profile_core::domain::{
 };
 pub use profile_core::domain::{EntityTag, Precondition};
 use profile_core::{ProfileRead, ProfileService, ServiceConfig, ServiceError};
-use profile_memory::{ManualClock, MemoryAccounts, MemoryCache, MemoryProfiles, MemoryRewards, Op};
+use profile_memory::{
+    ManualClock, MemoryAccounts, MemoryCache, MemoryProfiles, MemoryRewards, TokioExecutor,
+};
 use serde_json::Value;
 
 /// Active account with login figures, orders and a rewards balance.
@@ -106,7 +108,8 @@ impl App {
             cache.clone(),
             clock.clone(),
             config,
-        );
+        )
+        .with_executor(Arc::new(TokioExecutor));
         Self { service, accounts, profiles, rewards, cache, clock }
     }
 
@@ -151,9 +154,9 @@ impl App {
         self.accounts.get(id).expect("account").email
     }
 
-    /// Number of `save` calls on the profiles store so far.
+    /// Number of profile records written to the profiles store so far.
     pub fn saves(&self) -> u64 {
-        self.profiles.faults.calls(Op::Save)
+        self.profiles.writes()
     }
 
     /// Moves the clock forward by whole seconds.

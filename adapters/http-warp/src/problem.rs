@@ -35,7 +35,6 @@ pub(crate) enum Kind {
     NotFound,
     MethodNotAllowed,
     EmailTaken,
-    Conflict,
     LengthRequired,
     PreconditionFailed,
     PayloadTooLarge,
@@ -69,9 +68,6 @@ impl Kind {
             ),
             Self::EmailTaken => {
                 (StatusCode::CONFLICT, "urn:profile-api:problem:email-taken", "E-mail address taken")
-            }
-            Self::Conflict => {
-                (StatusCode::CONFLICT, "urn:profile-api:problem:conflict", "Concurrent modification")
             }
             Self::LengthRequired => {
                 (StatusCode::LENGTH_REQUIRED, "urn:profile-api:problem:length-required", "Length required")
@@ -192,9 +188,6 @@ pub(crate) fn service_error(err: ServiceError) -> Response {
         ),
         ServiceError::EmailTaken => {
             problem(Kind::EmailTaken, "personal.email: the address is already used by another account.")
-        }
-        ServiceError::Conflict => {
-            problem(Kind::Conflict, "The profile is being changed concurrently; retry the request.")
         }
         ServiceError::Unavailable(msg) => noted(unavailable(Kind::Unavailable), false, msg),
         ServiceError::Internal(msg) => noted(internal(), true, msg),

@@ -294,14 +294,6 @@ async fn taken_email_is_409_without_the_address() {
 }
 
 #[tokio::test]
-async fn losing_every_version_race_is_409() {
-    let app = App::new();
-    app.profiles.faults.fail_next(Op::Save, 100, StoreError::VersionConflict);
-    let res = app.patch(ACTIVE, &json!({"personal": {"city": "Paris"}})).await;
-    assert_problem(&res, 409);
-}
-
-#[tokio::test]
 async fn unavailable_storage_is_503_with_retry_after() {
     let app = App::new();
     app.accounts.faults.fail_next(

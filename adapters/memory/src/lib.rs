@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use profile_core::Executor;
 use profile_core::domain::{
     AccountSnapshot, ProfileRecord, ProfileSnapshot, RewardsBalance, RewardsSnapshot, UserId,
 };
 use profile_core::ports::{
-    AccountRepository, CachePort, Clock, EmailChange, JournalId, ProfileRepository, RewardsError,
-    RewardsPort, StoreError,
+    AccountRepository, CachePort, Clock, CurrentRecord, Decide, Decision, EmailChange, JournalId,
+    ProfileRepository, RewardsError, RewardsPort, StoreError, UpdateOutcome,
 };
 
 /// An operation of a fake, as a target for fault injection.
@@ -26,10 +28,10 @@ pub enum Op {
     SetEmail,
     /// `ProfileRepository::load`.
     Load,
-    /// `ProfileRepository::save`.
-    Save,
-    /// `ProfileRepository::begin_email_change`.
-    BeginEmailChange,
+    /// `ProfileRepository::update`.
+    Update,
+    /// `ProfileRepository::claim_email_change`.
+    ClaimEmailChange,
     /// `ProfileRepository::complete_email_change`.
     CompleteEmailChange,
     /// `ProfileRepository::abort_email_change`.
@@ -178,11 +180,13 @@ impl ProfilesState {
     }
 }
 
-/// The profiles database in memory, journal included.
+/// The profiles database in memory, journal included. One lock over everything makes
+/// each operation a transaction, and updates of one user queue on it.
 #[derive(Debug, Default)]
 pub struct MemoryProfiles {
     state: Mutex<ProfilesState>,
     next_id: AtomicU64,
+    writes: AtomicU64,
     /// Fault injection for this fake.
     pub faults: Faults,
 }
@@ -198,9 +202,24 @@ impl MemoryProfiles {
         lock(&self.state).records.get(&user_id).cloned()
     }
 
+    /// Stores a record as it is, bypassing the unit of work (test set-up).
+    pub fn insert(&self, record: ProfileRecord) {
+        lock(&self.state).records.insert(record.user_id, record);
+    }
+
     /// Number of journal entries still pending.
     pub fn pending_count(&self) -> usize {
         lock(&self.state).journal.iter().filter(|(_, s)| *s == JournalState::Pending).count()
+    }
+
+    /// Number of journal entries ever recorded, settled ones included.
+    pub fn journal_len(&self) -> usize {
+        lock(&self.state).journal.len()
+    }
+
+    /// How many times a profile record was written (stored or completed).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
     }
 }
 
@@ -211,21 +230,48 @@ impl ProfileRepository for MemoryProfiles {
         Ok(self.get(user_id))
     }
 
-    async fn save(&self, record: &ProfileRecord) -> Result<(), StoreError> {
-        self.faults.enter(Op::Save).await?;
-        let mut st = lock(&self.state);
-        st.check_version(record)?;
-        st.records.insert(record.user_id, record.clone());
-        Ok(())
+    async fn load_current(&self, user_id: UserId) -> Result<CurrentRecord, StoreError> {
+        self.faults.enter(Op::Load).await?;
+        let st = lock(&self.state);
+        let pending = st
+            .journal
+            .iter()
+            .find(|(c, s)| c.record.user_id == user_id && *s == JournalState::Pending)
+            .map(|(c, _)| c.clone());
+        Ok(CurrentRecord { record: st.records.get(&user_id).cloned(), pending })
     }
 
-    async fn begin_email_change(&self, change: &EmailChange) -> Result<JournalId, StoreError> {
-        self.faults.enter(Op::BeginEmailChange).await?;
+    async fn update(&self, user_id: UserId, decide: Decide) -> Result<UpdateOutcome, StoreError> {
+        self.faults.enter(Op::Update).await?;
         let mut st = lock(&self.state);
-        st.check_version(&change.record)?;
-        let id = i64::try_from(self.next_id.fetch_add(1, Ordering::Relaxed) + 1).unwrap_or(i64::MAX);
-        st.journal.push((EmailChange { id, ..change.clone() }, JournalState::Pending));
-        Ok(id)
+        if let Some((c, _)) =
+            st.journal.iter().find(|(c, s)| c.record.user_id == user_id && *s == JournalState::Pending)
+        {
+            return Ok(UpdateOutcome::Blocked(c.clone()));
+        }
+        let current =
+            st.records.get(&user_id).cloned().unwrap_or_else(|| ProfileRecord::new_default(user_id));
+        Ok(match decide(&current) {
+            Decision::Keep => UpdateOutcome::Unchanged(current),
+            Decision::Refuse(r) => UpdateOutcome::Refused(r),
+            Decision::Store(record) => {
+                if record.user_id != user_id || st.check_version(&record).is_err() {
+                    return Err(StoreError::Failure("decided record is not the next version".into()));
+                }
+                st.records.insert(user_id, record.clone());
+                self.writes.fetch_add(1, Ordering::SeqCst);
+                UpdateOutcome::Stored(record)
+            }
+            Decision::ChangeEmail { record, old_email, new_email, created_at, claimed_until } => {
+                if record.user_id != user_id || st.check_version(&record).is_err() {
+                    return Err(StoreError::Failure("decided record is not the next version".into()));
+                }
+                let id = i64::try_from(self.next_id.fetch_add(1, Ordering::Relaxed) + 1).unwrap_or(i64::MAX);
+                let change = EmailChange { id, old_email, new_email, record, created_at, claimed_until };
+                st.journal.push((change.clone(), JournalState::Pending));
+                UpdateOutcome::EmailChangeBegun(change)
+            }
+        })
     }
 
     async fn complete_email_change(&self, id: JournalId) -> Result<(), StoreError> {
@@ -235,6 +281,7 @@ impl ProfileRepository for MemoryProfiles {
         st.check_version(&record)?;
         st.records.insert(record.user_id, record);
         st.pending(id)?.1 = JournalState::Done;
+        self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -242,6 +289,22 @@ impl ProfileRepository for MemoryProfiles {
         self.faults.enter(Op::AbortEmailChange).await?;
         lock(&self.state).pending(id)?.1 = JournalState::Aborted;
         Ok(())
+    }
+
+    async fn claim_email_change(
+        &self,
+        id: JournalId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.faults.enter(Op::ClaimEmailChange).await?;
+        let mut st = lock(&self.state);
+        let entry = &mut st.pending(id)?.0;
+        if entry.claimed_until > now {
+            return Ok(false);
+        }
+        entry.claimed_until = until;
+        Ok(true)
     }
 
     async fn pending_email_changes(&self) -> Result<Vec<EmailChange>, StoreError> {
@@ -404,5 +467,19 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *lock(&self.now)
+    }
+}
+
+/// [`Executor`] on the test's tokio runtime: spawned writes run to their end.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokioExecutor;
+
+impl Executor for TokioExecutor {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        tokio::spawn(task);
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(duration))
     }
 }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod journal;
 pub mod serve;
 
 use std::process::ExitCode;

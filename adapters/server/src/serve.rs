@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::cli::{DbArgs, ServeArgs};
 use crate::error::AppError;
+use crate::journal::{self, TokioExecutor};
 
 /// Users `serve --demo` seeds into an empty main database.
 const DEMO_USERS: u64 = 1_000;
@@ -60,10 +61,7 @@ fn install_metrics() -> Result<PrometheusHandle, AppError> {
     profile_http_warp::describe_metrics();
     profile_rewards_http::describe_metrics();
     profile_cache_moka::describe_metrics();
-    metrics::describe_counter!(
-        "journal_recoveries_total",
-        "Unfinished cross-database e-mail changes settled at start-up, by outcome"
-    );
+    crate::journal::describe_metrics();
     metrics::describe_gauge!("db_pool_size", "Connections open in the pool, by database");
     metrics::describe_gauge!("db_pool_in_use", "Connections checked out of the pool, by database");
     metrics::describe_gauge!("db_pool_max_size", "Configured pool capacity, by database");
@@ -189,29 +187,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         rewards_retention: rewards_window.max(Duration::from_secs(24 * 3600)),
         ..CacheConfig::default()
     }));
-    let service = Arc::new(ProfileService::new(
-        main.clone(),
-        profiles.clone(),
-        rewards,
-        cache,
-        Arc::new(SystemClock),
-        ServiceConfig { rewards_window, ..ServiceConfig::default() },
-    ));
+    let service = Arc::new(
+        ProfileService::new(
+            main.clone(),
+            profiles.clone(),
+            rewards,
+            cache,
+            Arc::new(SystemClock),
+            ServiceConfig { rewards_window, ..ServiceConfig::default() },
+        )
+        .with_executor(Arc::new(TokioExecutor)),
+    );
 
-    // Finish or roll back e-mail changes a previous process left half-done.
-    let report =
-        service.recover().await.map_err(|e| AppError::other(format!("journal recovery failed: {e}")))?;
-    metrics::counter!("journal_recoveries_total", "outcome" => "completed")
-        .increment(u64::from(report.completed));
-    metrics::counter!("journal_recoveries_total", "outcome" => "rolled_back")
-        .increment(u64::from(report.rolled_back));
-    if report.completed + report.rolled_back > 0 {
-        tracing::warn!(
-            completed = report.completed,
-            rolled_back = report.rolled_back,
-            "recovered unfinished e-mail changes"
-        );
-    }
+    // Carry through e-mail changes a previous process left half-done; one that cannot be
+    // settled now is retried in the background and never keeps the service from starting.
+    journal::settle_once(&service).await;
+    let settler = journal::spawn_settler(service.clone());
 
     let listener = TcpListener::bind(args.listen).await.map_err(|e| {
         AppError::setting("--listen (PROFILE_LISTEN)", format!("cannot listen on {}: {e}", args.listen))
@@ -271,6 +262,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
 
     tracing::info!("shutting down: closing pools");
     upkeep.abort();
+    settler.abort();
     if let Some(stub) = demo_stub {
         stub.shutdown().await;
     }

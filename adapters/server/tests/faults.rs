@@ -358,8 +358,22 @@ async fn sigkill_during_email_and_profile_writes_loses_nothing_acknowledged_and_
     }
     assert!(answered >= USERS as u64 * 3, "the bursts barely ran: {answered} PATCHes answered");
 
-    // Recovery at start-up settles whatever the last kill left half-done.
+    // Reads right after a restart show every change whole; what the killed process held
+    // is settled once its claim runs out (the journal lease), by the settler.
     let server = Server::start(&dbs, &[]);
+    check_after_restart(&http, &server, &acked, &tried).await;
+    let cfg = |path| profile_sqlite::DbConfig { path, pool_size: 1, busy_timeout: Duration::from_secs(5) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let profiles = profile_sqlite::open_profiles(&cfg(dbs.profiles())).await.unwrap();
+        let left = profiles.pending_email_changes().await.unwrap().len();
+        profiles.close().await;
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} journal entries still pending 15 s after the restart");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     check_after_restart(&http, &server, &acked, &tried).await;
     let stderr_path = server.stderr_path.clone();
     assert!(server.terminate().success());
@@ -368,7 +382,6 @@ async fn sigkill_during_email_and_profile_writes_loses_nothing_acknowledged_and_
 
     // The files themselves: both databases agree, and no journal entry is left open.
     use profile_core::ports::{AccountRepository, ProfileRepository};
-    let cfg = |path| profile_sqlite::DbConfig { path, pool_size: 1, busy_timeout: Duration::from_secs(5) };
     let main = profile_sqlite::open_main(&cfg(dbs.main())).await.unwrap();
     let profiles = profile_sqlite::open_profiles(&cfg(dbs.profiles())).await.unwrap();
     assert!(profiles.pending_email_changes().await.unwrap().is_empty(), "journal entries left pending");

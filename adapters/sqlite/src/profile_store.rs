@@ -1,7 +1,7 @@
 //! The profiles database: profile rows and the cross-database e-mail journal.
 
 use async_trait::async_trait;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sqlite::Sqlite;
@@ -10,7 +10,9 @@ use profile_core::domain::{
     BillingAddress, Business, Notifications, PersonalFields, Preferences, Privacy, ProfileFields,
     ProfileRecord, Theme, UserId, Visibility,
 };
-use profile_core::ports::{EmailChange, JournalId, ProfileRepository, StoreError};
+use profile_core::ports::{
+    CurrentRecord, Decide, Decision, EmailChange, JournalId, ProfileRepository, StoreError, UpdateOutcome,
+};
 
 use crate::db::{Db, TxError};
 use crate::schema::{email_journal, profiles};
@@ -199,7 +201,10 @@ impl ProfileRow {
 
 /// Pending entries, oldest first. The state is a literal so the partial index
 /// `email_journal_pending` applies (a bound parameter would not match its WHERE).
-const PENDING_SQL: &str = "SELECT id, old_email, new_email, record, created_at FROM email_journal WHERE state = 'pending' ORDER BY id";
+const PENDING_SQL: &str = "SELECT id, old_email, new_email, record, created_at, claimed_until FROM email_journal WHERE state = 'pending' ORDER BY id";
+
+/// The user's pending entry, if any (the partial index `email_journal_pending_user`).
+const PENDING_OF_USER_SQL: &str = "SELECT id, old_email, new_email, record, created_at, claimed_until FROM email_journal WHERE state = 'pending' AND user_id = ? ORDER BY id LIMIT 1";
 
 /// An `email_journal` row.
 #[derive(Debug, QueryableByName)]
@@ -210,6 +215,7 @@ struct JournalRow {
     new_email: String,
     record: String,
     created_at: String,
+    claimed_until: String,
 }
 
 #[derive(Insertable)]
@@ -221,11 +227,22 @@ struct NewJournalRow<'a> {
     record: &'a str,
     state: &'a str,
     created_at: &'a str,
+    claimed_until: &'a str,
 }
 
 fn parse_record(id: JournalId, json: &str) -> Result<ProfileRecord, StoreError> {
     serde_json::from_str(json).map_err(|e| {
         StoreError::Failure(format!("profiles database: journal entry {id} has an unreadable record: {e}"))
+    })
+}
+
+/// A stored claim: '' (nobody) reads as the distant past.
+fn parse_claim(id: JournalId, text: &str) -> Result<DateTime<Utc>, StoreError> {
+    if text.is_empty() {
+        return Ok(DateTime::<Utc>::MIN_UTC);
+    }
+    time::parse(text).ok_or_else(|| {
+        StoreError::Failure(format!("profiles database: journal entry {id} has an unreadable claimed_until"))
     })
 }
 
@@ -239,12 +256,78 @@ impl JournalRow {
         })?;
         Ok(EmailChange {
             record: parse_record(self.id, &self.record)?,
+            claimed_until: parse_claim(self.id, &self.claimed_until)?,
             id: self.id,
             old_email: self.old_email,
             new_email: self.new_email,
             created_at,
         })
     }
+}
+
+/// The user's pending journal entry, if any.
+fn pending_of(c: &mut SqliteConnection, user_id: UserId) -> Result<Option<JournalRow>, TxError> {
+    Ok(diesel::sql_query(PENDING_OF_USER_SQL)
+        .bind::<diesel::sql_types::BigInt, _>(user_id)
+        .get_result::<JournalRow>(c)
+        .optional()?)
+}
+
+/// One unit of work on the writer connection, inside its `BEGIN IMMEDIATE`
+/// transaction: the user's pending entry blocks; else the pure decision on the stored
+/// record, carried out.
+fn update_in_tx(c: &mut SqliteConnection, user_id: UserId, decide: Decide) -> Result<UpdateOutcome, TxError> {
+    if let Some(row) = pending_of(c, user_id)? {
+        return Ok(UpdateOutcome::Blocked(row.into_change()?));
+    }
+    let row = profiles::table.find(user_id).select(ProfileRow::as_select()).first(c).optional()?;
+    let current = match row {
+        Some(r) => r.into_record()?,
+        None => ProfileRecord::new_default(user_id),
+    };
+    let next_of = |record: &ProfileRecord| -> Result<(), TxError> {
+        if record.user_id == user_id && record.version == current.version + 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Failure("the decided record is not the next version".into()).into())
+        }
+    };
+    Ok(match decide(&current) {
+        Decision::Keep => UpdateOutcome::Unchanged(current),
+        Decision::Refuse(r) => UpdateOutcome::Refused(r),
+        Decision::Store(record) => {
+            next_of(&record)?;
+            UpsertProfile(ProfileRow::from_record(&record)).execute(c)?;
+            UpdateOutcome::Stored(record)
+        }
+        Decision::ChangeEmail { record, old_email, new_email, created_at, claimed_until } => {
+            next_of(&record)?;
+            let json = serde_json::to_string(&record)
+                .map_err(|e| StoreError::Failure(format!("cannot encode the journal record: {e}")))?;
+            let (created, claim) = (time::format(&created_at), time::format(&claimed_until));
+            let row = NewJournalRow {
+                user_id,
+                old_email: &old_email,
+                new_email: &new_email,
+                record: &json,
+                state: PENDING,
+                created_at: &created,
+                claimed_until: &claim,
+            };
+            let id = diesel::insert_into(email_journal::table)
+                .values(&row)
+                .returning(email_journal::id)
+                .get_result::<i64>(c)?;
+            UpdateOutcome::EmailChangeBegun(EmailChange {
+                id,
+                old_email,
+                new_email,
+                record,
+                created_at,
+                claimed_until,
+            })
+        }
+    })
 }
 
 /// The version rule of [`ProfileRepository::save`]: the stored version (0 without a row)
@@ -406,35 +489,26 @@ impl ProfileRepository for ProfileStore {
         row.map(ProfileRow::into_record).transpose()
     }
 
-    async fn save(&self, record: &ProfileRecord) -> Result<(), StoreError> {
-        let record = record.clone();
-        self.db.write(move |c| store_record(c, &record)).await
+    async fn load_current(&self, user_id: UserId) -> Result<CurrentRecord, StoreError> {
+        let (row, pending) = self
+            .db
+            .read(move |c| {
+                // One read transaction: the row and the journal as of the same commit.
+                c.transaction::<_, TxError, _>(|c| {
+                    let row =
+                        profiles::table.find(user_id).select(ProfileRow::as_select()).first(c).optional()?;
+                    Ok((row, pending_of(c, user_id)?))
+                })
+            })
+            .await?;
+        Ok(CurrentRecord {
+            record: row.map(ProfileRow::into_record).transpose()?,
+            pending: pending.map(JournalRow::into_change).transpose()?,
+        })
     }
 
-    async fn begin_email_change(&self, change: &EmailChange) -> Result<JournalId, StoreError> {
-        let json = serde_json::to_string(&change.record)
-            .map_err(|e| StoreError::Failure(format!("cannot encode the journal record: {e}")))?;
-        let (user_id, version) = (change.record.user_id, change.record.version);
-        let old_email = change.old_email.clone();
-        let new_email = change.new_email.clone();
-        let created_at = time::format(&change.created_at);
-        self.db
-            .write(move |c| {
-                check_version(c, user_id, version)?;
-                let row = NewJournalRow {
-                    user_id,
-                    old_email: &old_email,
-                    new_email: &new_email,
-                    record: &json,
-                    state: PENDING,
-                    created_at: &created_at,
-                };
-                Ok(diesel::insert_into(email_journal::table)
-                    .values(&row)
-                    .returning(email_journal::id)
-                    .get_result::<i64>(c)?)
-            })
-            .await
+    async fn update(&self, user_id: UserId, decide: Decide) -> Result<UpdateOutcome, StoreError> {
+        self.db.write(move |c| update_in_tx(c, user_id, decide)).await
     }
 
     async fn complete_email_change(&self, id: JournalId) -> Result<(), StoreError> {
@@ -465,6 +539,33 @@ impl ProfileRepository for ProfileStore {
                         .set(email_journal::state.eq(ABORTED))
                         .execute(c)?;
                 if n == 0 { Err(StoreError::NotFound.into()) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn claim_email_change(
+        &self,
+        id: JournalId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.db
+            .write(move |c| {
+                // On the single writer inside one transaction: read and set cannot interleave.
+                let held: String = email_journal::table
+                    .find(id)
+                    .filter(email_journal::state.eq(PENDING))
+                    .select(email_journal::claimed_until)
+                    .first(c)
+                    .optional()?
+                    .ok_or(StoreError::NotFound)?;
+                if parse_claim(id, &held)? > now {
+                    return Ok(false);
+                }
+                diesel::update(email_journal::table.find(id))
+                    .set(email_journal::claimed_until.eq(time::format(&until)))
+                    .execute(c)?;
+                Ok(true)
             })
             .await
     }

@@ -69,5 +69,6 @@ diesel::table! {
         record -> Text,
         state -> Text,
         created_at -> Text,
+        claimed_until -> Text,
     }
 }

@@ -2,14 +2,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use profile_core::domain::{AccountStatus, ProfileRecord, UserId};
-use profile_core::ports::{AccountRepository, EmailChange, ProfileRepository, StoreError};
+use profile_core::ports::{
+    AccountRepository, Decision, EmailChange, ProfileRepository, Refusal, StoreError, UpdateOutcome,
+};
 use profile_sqlite::{DbConfig, OpenError, ProfileStore, open_main, open_profiles};
 
 fn cfg(path: std::path::PathBuf) -> DbConfig {
@@ -20,6 +22,30 @@ fn raw(path: &std::path::Path) -> SqliteConnection {
     let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
     c.batch_execute("PRAGMA busy_timeout = 5000;").unwrap();
     c
+}
+
+/// Stores `record` through the unit of work (whatever is stored must be its version - 1).
+async fn put(store: &ProfileStore, record: ProfileRecord) -> Result<(), StoreError> {
+    match store.update(record.user_id, Box::new(move |_| Decision::Store(record))).await? {
+        UpdateOutcome::Stored(_) => Ok(()),
+        other => panic!("a Store decision answered {other:?}"),
+    }
+}
+
+/// Journals an e-mail change carrying `record`, held until `claimed_until`.
+async fn begin(store: &ProfileStore, change: &EmailChange) -> Result<EmailChange, StoreError> {
+    let c = change.clone();
+    let decision = Decision::ChangeEmail {
+        record: c.record,
+        old_email: c.old_email,
+        new_email: c.new_email,
+        created_at: c.created_at,
+        claimed_until: c.claimed_until,
+    };
+    match store.update(change.record.user_id, Box::new(move |_| decision)).await? {
+        UpdateOutcome::EmailChangeBegun(c) => Ok(c),
+        other => panic!("a ChangeEmail decision answered {other:?}"),
+    }
 }
 
 fn record(user_id: UserId, version: i64) -> ProfileRecord {
@@ -40,7 +66,7 @@ async fn open_creates_folder_and_files_and_migrating_again_is_a_no_op() {
     let profiles = open_profiles(&cfg(profiles_path.clone())).await.unwrap();
     assert!(main_path.is_file() && profiles_path.is_file());
     assert_eq!(main.applied_migrations().len(), 1);
-    assert_eq!(profiles.applied_migrations().len(), 1);
+    assert_eq!(profiles.applied_migrations().len(), 2, "tables, then journal claims");
     assert_eq!(main.ping().await, Ok(()));
     assert_eq!(profiles.ping().await, Ok(()));
     main.close().await;
@@ -103,16 +129,13 @@ async fn concurrent_updates_of_distinct_fields_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(open_profiles(&cfg(dir.path().join("p.db"))).await.unwrap());
     let user = 42;
-    let conflicts = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for t in 0..TASKS {
         let store = store.clone();
-        let conflicts = conflicts.clone();
         tasks.push(tokio::spawn(async move {
             for n in 0..UPDATES {
-                loop {
-                    let mut r =
-                        store.load(user).await.unwrap().unwrap_or_else(|| ProfileRecord::new_default(user));
+                let decide = Box::new(move |current: &ProfileRecord| {
+                    let mut r = current.clone();
                     let value = Some(format!("task{t}-{n}"));
                     let p = &mut r.fields.personal;
                     let b = &mut r.fields.business;
@@ -128,13 +151,12 @@ async fn concurrent_updates_of_distinct_fields_lose_nothing() {
                     }
                     r.version += 1;
                     r.updated_at = Some(Utc::now());
-                    match store.save(&r).await {
-                        Ok(()) => break,
-                        Err(StoreError::VersionConflict) => {
-                            conflicts.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => panic!("save failed: {e}"),
-                    }
+                    Decision::Store(r)
+                });
+                // No retry: the unit of work queues concurrent updates instead of failing them.
+                match store.update(user, decide).await {
+                    Ok(UpdateOutcome::Stored(_)) => {}
+                    other => panic!("update {t}/{n}: {other:?}"),
                 }
             }
         }));
@@ -160,29 +182,40 @@ async fn concurrent_updates_of_distinct_fields_lose_nothing() {
         ],
         [&last(0), &last(1), &last(2), &last(3), &last(4), &last(5), &last(6), &last(7)]
     );
-    eprintln!("version conflicts retried: {}", conflicts.load(Ordering::Relaxed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_saves_of_the_same_version_exactly_one_wins() {
+async fn two_updates_requiring_the_same_version_exactly_one_wins() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(open_profiles(&cfg(dir.path().join("p.db"))).await.unwrap());
     for user in 1..=20 {
-        let (a, b) = (store.clone(), store.clone());
-        let mut first = record(user, 1);
-        first.fields.personal.city = Some("A".into());
-        let mut second = record(user, 1);
-        second.fields.personal.city = Some("B".into());
-        let (x, y) = tokio::join!(
-            tokio::spawn(async move { a.save(&first).await }),
-            tokio::spawn(async move { b.save(&second).await })
-        );
-        let (x, y) = (x.unwrap(), y.unwrap());
-        let wins = [&x, &y].iter().filter(|r| r.is_ok()).count();
-        let conflicts = [&x, &y].iter().filter(|r| **r == &Err(StoreError::VersionConflict)).count();
-        assert_eq!((wins, conflicts), (1, 1), "user {user}: {x:?} {y:?}");
+        // What If-Match does: each decides only on the state it saw (version 0).
+        let update = |city: &'static str| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .update(
+                        user,
+                        Box::new(move |current: &ProfileRecord| {
+                            if current.version != 0 {
+                                return Decision::Refuse(Refusal::PreconditionFailed);
+                            }
+                            let mut r = record(user, 1);
+                            r.fields.personal.city = Some(city.into());
+                            Decision::Store(r)
+                        }),
+                    )
+                    .await
+            })
+        };
+        let (x, y) = tokio::join!(update("A"), update("B"));
+        let (x, y) = (x.unwrap().unwrap(), y.unwrap().unwrap());
+        let refused = UpdateOutcome::Refused(Refusal::PreconditionFailed);
+        let wins = [&x, &y].iter().filter(|r| matches!(r, UpdateOutcome::Stored(_))).count();
+        let losses = [&x, &y].iter().filter(|r| ***r == refused).count();
+        assert_eq!((wins, losses), (1, 1), "user {user}: {x:?} {y:?}");
         let city = store.load(user).await.unwrap().unwrap().fields.personal.city.unwrap();
-        assert_eq!(city, if x.is_ok() { "A" } else { "B" });
+        assert_eq!(city, if matches!(x, UpdateOutcome::Stored(_)) { "A" } else { "B" });
     }
 }
 
@@ -199,11 +232,12 @@ async fn journal_entry_survives_a_crash_and_settles_either_way() {
         new_email: "new@example.com".into(),
         record: v2.clone(),
         created_at: Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap(),
+        claimed_until: Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 10).unwrap(),
     };
     {
         let store = open_profiles(&config).await.unwrap();
-        store.save(&v1).await.unwrap();
-        store.begin_email_change(&change).await.unwrap();
+        put(&store, v1.clone()).await.unwrap();
+        begin(&store, &change).await.unwrap();
         // The process dies here, before the main database commits: no close().
     }
     let store = open_profiles(&config).await.unwrap();
@@ -214,7 +248,7 @@ async fn journal_entry_survives_a_crash_and_settles_either_way() {
     assert_eq!(store.load(7).await.unwrap(), Some(v1), "an aborted change writes no field");
     assert!(store.pending_email_changes().await.unwrap().is_empty());
 
-    let id = store.begin_email_change(&change).await.unwrap();
+    let id = begin(&store, &change).await.unwrap().id;
     assert_ne!(id, pending[0].id, "journal ids are never reused");
     drop(store);
     let store = open_profiles(&config).await.unwrap();
@@ -267,12 +301,13 @@ async fn a_database_locked_past_busy_timeout_is_unavailable_not_a_panic() {
         new_email: "b@example.com".into(),
         record: record(3, 1),
         created_at: Utc::now(),
+        claimed_until: Utc::now(),
     };
     let started = Instant::now();
     let (a, b, c, d) = tokio::join!(
-        profiles.save(&r1),
-        profiles.save(&r2),
-        profiles.begin_email_change(&change),
+        put(&profiles, r1),
+        put(&profiles, r2),
+        begin(&profiles, &change),
         main.set_email(1, "b@example.com"),
     );
     let took = started.elapsed();
@@ -287,7 +322,7 @@ async fn a_database_locked_past_busy_timeout_is_unavailable_not_a_panic() {
 
     lock_p.batch_execute("ROLLBACK").unwrap();
     lock_m.batch_execute("ROLLBACK").unwrap();
-    assert_eq!(profiles.save(&record(1, 1)).await, Ok(()), "the store recovers once the lock is gone");
+    assert_eq!(put(&profiles, record(1, 1)).await, Ok(()), "the store recovers once the lock is gone");
     assert_eq!(main.set_email(1, "b@example.com").await, Ok(()));
 }
 
@@ -307,7 +342,7 @@ async fn pool_status_and_close() {
     assert_eq!(s.in_use, 0);
     store.close().await;
     assert!(matches!(store.ping().await, Err(StoreError::Unavailable(_))));
-    assert!(matches!(store.save(&record(1, 1)).await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(put(&store, record(1, 1)).await, Err(StoreError::Unavailable(_))));
 }
 
 #[tokio::test]
@@ -427,7 +462,7 @@ async fn wal_stays_bounded_under_sustained_writes_with_readers() {
         *v += 1;
         let mut r = record(user, *v);
         r.fields.personal.bio = Some(format!("{n} {bio}"));
-        store.save(&r).await.unwrap();
+        put(&store, r).await.unwrap();
     }
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
