@@ -52,9 +52,6 @@ pub(crate) fn service_error(err: ServiceError) -> (Status, Option<(bool, String)
         ServiceError::EmailTaken => {
             (Status::already_exists("personal.email: the address is already used by another account."), None)
         }
-        ServiceError::Conflict => {
-            (Status::aborted("The profile is being changed concurrently; retry the request."), None)
-        }
         ServiceError::Unavailable(cause) => (
             Status::unavailable("A backing store cannot serve right now; retry shortly."),
             Some((false, cause)),

@@ -514,9 +514,9 @@ fn cases() -> Vec<Case> {
         case("a database that cannot serve (read)", me, Step::Get, "UNAVAILABLE")
             .fault(Op::Account, StoreError::Unavailable("database is locked at /srv/secret/main.db".into())),
         case("a database that cannot serve (write)", me, update(json!({"personal": {"city": "Leeds"}}), Grpc::NoMask), "UNAVAILABLE")
-            .fault(Op::Save, StoreError::Unavailable("database is locked at /srv/secret/profiles.db".into())),
+            .fault(Op::Update, StoreError::Unavailable("database is locked at /srv/secret/profiles.db".into())),
         case("an internal failure", me, update(json!({"personal": {"city": "Leeds"}}), Grpc::NoMask), "INTERNAL")
-            .fault(Op::Save, StoreError::Failure("SQL: UPDATE profiles SET secret".into())),
+            .fault(Op::Update, StoreError::Failure("SQL: UPDATE profiles SET secret".into())),
     ];
     // Every auth failure and account state, for both methods.
     for (label, who, expect) in [
