@@ -1,6 +1,7 @@
 //! The routes over in-memory fakes, for load-testing the adapter alone:
 //! `cargo run --release -p profile-http-warp --example memory_server` prints a token and
 //! serves on 127.0.0.1:8090 (or the address given as the first argument) until Ctrl-C.
+//! Tokens are checked by the `MemoryTokens` fake (no JWT cost in the measurement).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,8 @@ use chrono::Utc;
 use profile_core::domain::{AccountSnapshot, AccountStatus, OrderStats, RewardsBalance};
 use profile_core::ports::SystemClock;
 use profile_core::{ProfileService, ServiceConfig};
-use profile_http_warp::{AppState, AuthConfig, mint_token, serve};
-use profile_memory::{MemoryAccounts, MemoryCache, MemoryProfiles, MemoryRewards};
+use profile_http_warp::{AppState, serve};
+use profile_memory::{MemoryAccounts, MemoryCache, MemoryProfiles, MemoryRewards, MemoryTokens};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,11 +37,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(SystemClock),
         ServiceConfig { rewards_window: Duration::from_secs(3600), ..ServiceConfig::default() },
     ));
-    let auth = AuthConfig { secret: b"memory-server-secret".to_vec(), issuer: None, audience: None };
-    println!("token: {}", mint_token(&auth, 1, Duration::from_secs(24 * 3600))?);
+    let tokens = MemoryTokens::new();
+    println!("token: {}", tokens.issue(1));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    let state = AppState::new(service, auth, Arc::new(String::new));
+    let state = AppState::new(service, tokens, Arc::new(String::new));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -22,6 +22,7 @@ use warp::reject::{
 use warp::reply::Response;
 
 use crate::Ctx;
+use crate::auth;
 use crate::problem::{self, Kind};
 
 /// Largest accepted PATCH body, in bytes.
@@ -31,7 +32,7 @@ const SERVER_TIMING: &str = "server-timing";
 
 /// `GET /user/profile`.
 pub(crate) async fn get_profile(ctx: Arc<Ctx>, start: Instant, headers: HeaderMap) -> Response {
-    let user = match ctx.verifier.authenticate(headers.get(AUTHORIZATION)) {
+    let user = match auth::authenticate(&*ctx.state.verifier, headers.get(AUTHORIZATION)) {
         Ok(u) => u,
         Err(e) => return problem::unauthorized(e),
     };
@@ -58,7 +59,7 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    let user = match ctx.verifier.authenticate(headers.get(AUTHORIZATION)) {
+    let user = match auth::authenticate(&*ctx.state.verifier, headers.get(AUTHORIZATION)) {
         Ok(u) => u,
         Err(e) => return problem::unauthorized(e),
     };

@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use profile_core::ProfileService;
+use profile_core::ports::TokenVerifier;
 use warp::Filter;
 use warp::reply::Response;
 
-pub use auth::{AuthConfig, AuthError, MAX_TOKEN_LEN, MintError, mint_token};
+pub use auth::MAX_TOKEN_LEN;
 pub use handlers::MAX_BODY;
 pub use observe::describe_metrics;
 
-use crate::auth::Verifier;
 use crate::observe::RequestId;
 
 /// Renders the process's metrics in the Prometheus text format.
@@ -33,36 +33,39 @@ pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 pub struct AppState {
     /// The use cases.
     pub service: Arc<ProfileService>,
-    /// Bearer-token settings.
-    pub auth: AuthConfig,
+    /// Judges the bearer tokens (the composition root picks the implementation).
+    pub verifier: Arc<dyn TokenVerifier>,
     /// Renders `GET /metrics`.
     pub metrics: MetricsRenderer,
 }
 
 impl AppState {
-    /// Bundles the service, the auth settings and the metrics renderer.
-    pub fn new(service: Arc<ProfileService>, auth: AuthConfig, metrics: MetricsRenderer) -> Self {
-        Self { service, auth, metrics }
+    /// Bundles the service, the token verifier and the metrics renderer.
+    pub fn new(
+        service: Arc<ProfileService>,
+        verifier: Arc<dyn TokenVerifier>,
+        metrics: MetricsRenderer,
+    ) -> Self {
+        Self { service, verifier, metrics }
     }
 }
 
 impl fmt::Debug for AppState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AppState").field("auth", &self.auth).finish_non_exhaustive()
+        f.debug_struct("AppState").finish_non_exhaustive()
     }
 }
 
-/// The state plus what is derived from it once, shared by every request.
+/// The state, shared by every request.
 pub(crate) struct Ctx {
     pub(crate) state: AppState,
-    pub(crate) verifier: Verifier,
 }
 
 /// Every route, with errors as problem+json and the per-request observability applied.
 pub fn routes(
     state: AppState,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
-    let ctx = Arc::new(Ctx { verifier: Verifier::new(&state.auth), state });
+    let ctx = Arc::new(Ctx { state });
     let with_ctx = warp::any().map(move || ctx.clone());
     let now = || warp::any().map(Instant::now);
 

@@ -4,12 +4,11 @@ use std::borrow::Cow;
 
 use profile_core::ServiceError;
 use profile_core::domain::FieldError;
+use profile_core::ports::AuthError;
 use serde::Serialize;
 use warp::http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
-
-use crate::auth::AuthError;
 
 /// Media type of every error body.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";

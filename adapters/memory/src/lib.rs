@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,8 +15,8 @@ use profile_core::domain::{
     AccountSnapshot, ProfileRecord, ProfileSnapshot, RewardsBalance, RewardsSnapshot, UserId,
 };
 use profile_core::ports::{
-    AccountRepository, CachePort, Clock, CurrentRecord, Decide, Decision, EmailChange, JournalId,
-    ProfileRepository, RewardsError, RewardsPort, StoreError, UpdateOutcome,
+    AccountRepository, AuthError, CachePort, Clock, CurrentRecord, Decide, Decision, EmailChange, JournalId,
+    ProfileRepository, RewardsError, RewardsPort, StoreError, TokenVerifier, UpdateOutcome,
 };
 
 /// An operation of a fake, as a target for fault injection.
@@ -481,5 +481,62 @@ impl Executor for TokioExecutor {
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         Box::pin(tokio::time::sleep(duration))
+    }
+}
+
+/// Bearer tokens in memory: a table from token text to the answer `verify` gives.
+///
+/// An unknown token is [`AuthError::Invalid`], an empty one [`AuthError::Missing`]
+/// (like the real verifier). Records how often it was asked and the last token asked.
+#[derive(Debug, Default)]
+pub struct MemoryTokens {
+    answers: RwLock<HashMap<String, Result<UserId, AuthError>>>,
+    calls: AtomicU64,
+    last: Mutex<Option<String>>,
+}
+
+impl MemoryTokens {
+    /// A verifier that knows no token.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// A token for `user_id` (the same text for the same user), accepted from now on.
+    pub fn issue(&self, user_id: UserId) -> String {
+        let token = format!("memory-token-{user_id}");
+        self.insert(&token, user_id);
+        token
+    }
+
+    /// Accepts `token` as `user_id`.
+    pub fn insert(&self, token: &str, user_id: UserId) {
+        self.answers.write().unwrap_or_else(|p| p.into_inner()).insert(token.to_owned(), Ok(user_id));
+    }
+
+    /// Refuses `token` with `error` (e.g. `Expired`).
+    pub fn refuse(&self, token: &str, error: AuthError) {
+        self.answers.write().unwrap_or_else(|p| p.into_inner()).insert(token.to_owned(), Err(error));
+    }
+
+    /// Calls of `verify` so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// The token text of the last `verify` call.
+    pub fn last_token(&self) -> Option<String> {
+        lock(&self.last).clone()
+    }
+}
+
+impl TokenVerifier for MemoryTokens {
+    fn verify(&self, token: &str) -> Result<UserId, AuthError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last) = Some(token.to_owned());
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let answers = self.answers.read().unwrap_or_else(|p| p.into_inner());
+        answers.get(token).copied().unwrap_or(Err(AuthError::Invalid))
     }
 }

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use profile_http_warp::AuthConfig;
+use profile_auth_jwt::AuthConfig;
 use profile_rewards_http::stub::StubControl;
 
 use crate::cli::{MigrateArgs, SeedArgs, StubArgs, TokenArgs};
@@ -69,7 +69,7 @@ pub fn token(args: TokenArgs) -> Result<(), AppError> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let last = args.user.saturating_add(i64::try_from(args.count).unwrap_or(i64::MAX) - 1);
     for user in args.user..=last {
-        let token = profile_http_warp::mint_token(&auth, user, Duration::from_secs(args.ttl_s))
+        let token = profile_auth_jwt::mint_token(&auth, user, Duration::from_secs(args.ttl_s))
             .map_err(|e| AppError::other(format!("cannot sign the token: {e}")))?;
         writeln!(out, "{token}").map_err(|e| AppError::other(format!("cannot write the token: {e}")))?;
     }

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use profile_auth_jwt::{AuthConfig, JwtVerifier};
 use profile_cache_moka::{CacheConfig, MokaCache};
 use profile_core::ports::{RewardsPort, SystemClock};
 use profile_core::{ProfileService, ServiceConfig};
-use profile_http_warp::{AppState, AuthConfig};
+use profile_http_warp::AppState;
 use profile_rewards_http::stub::StubMode;
 use profile_rewards_http::{HttpRewards, RewardsHttpConfig, UnconfiguredRewards};
 use profile_sqlite::{DbConfig, MainStore, ProfileStore};
@@ -235,7 +236,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         }
     });
 
-    let state = AppState::new(service, auth.clone(), render);
+    let state = AppState::new(service, Arc::new(JwtVerifier::new(&auth)), render);
     tracing::info!(
         %addr,
         main_db = %display_path(&args.db.main_db),
@@ -246,7 +247,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     );
     println!("profile-api listening on http://{addr}");
     if args.demo {
-        let token = profile_http_warp::mint_token(&auth, 1, Duration::from_secs(24 * 3600))
+        let token = profile_auth_jwt::mint_token(&auth, 1, Duration::from_secs(24 * 3600))
             .map_err(|e| AppError::other(format!("cannot mint the demo token: {e}")))?;
         println!("demo: try it with");
         println!("curl -s -H 'Authorization: Bearer {token}' http://{addr}/user/profile");

@@ -3,21 +3,18 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{TimeZone, Utc};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use profile_core::domain::{AccountSnapshot, AccountStatus, OrderStats, RewardsBalance};
 use profile_core::{ProfileService, ServiceConfig};
-use profile_http_warp::{AppState, AuthConfig, routes};
-use profile_memory::{ManualClock, MemoryAccounts, MemoryCache, MemoryProfiles, MemoryRewards};
+use profile_http_warp::{AppState, routes};
+use profile_memory::{ManualClock, MemoryAccounts, MemoryCache, MemoryProfiles, MemoryRewards, MemoryTokens};
 use serde_json::Value;
 use warp::Filter;
 use warp::http::Response;
 use warp::hyper::body::Bytes;
 use warp::reply::Response as WarpResponse;
 
-pub const SECRET: &[u8] = b"http-warp-test-secret";
 pub const ACTIVE: i64 = 1;
 pub const SUSPENDED: i64 = 2;
 pub const DELETED: i64 = 3;
@@ -32,16 +29,10 @@ pub struct App {
     pub profiles: Arc<MemoryProfiles>,
     pub rewards: Arc<MemoryRewards>,
     pub cache: Arc<MemoryCache>,
-    pub auth: AuthConfig,
+    /// The fake verifier: tokens made by [`App::token`] name their user; the JWT rules
+    /// themselves are tested in `profile-auth-jwt`.
+    pub tokens: Arc<MemoryTokens>,
     pub state: AppState,
-}
-
-pub fn auth(issuer: Option<&str>, audience: Option<&str>) -> AuthConfig {
-    AuthConfig {
-        secret: SECRET.to_vec(),
-        issuer: issuer.map(str::to_owned),
-        audience: audience.map(str::to_owned),
-    }
 }
 
 fn account(id: i64, email: &str, status: AccountStatus) -> AccountSnapshot {
@@ -59,10 +50,6 @@ fn account(id: i64, email: &str, status: AccountStatus) -> AccountSnapshot {
 
 impl App {
     pub fn new() -> Self {
-        Self::with_auth(auth(None, None))
-    }
-
-    pub fn with_auth(auth: AuthConfig) -> Self {
         let accounts = MemoryAccounts::new();
         accounts.insert(account(ACTIVE, EMAIL, AccountStatus::Active));
         accounts.insert(account(SUSPENDED, "sus@example.com", AccountStatus::Suspended));
@@ -80,8 +67,9 @@ impl App {
             ManualClock::new(Utc::now()),
             ServiceConfig::default(),
         ));
-        let state = AppState::new(service, auth.clone(), Arc::new(|| METRICS_TEXT.to_owned()));
-        Self { accounts, profiles, rewards, cache, auth, state }
+        let tokens = MemoryTokens::new();
+        let state = AppState::new(service, tokens.clone(), Arc::new(|| METRICS_TEXT.to_owned()));
+        Self { accounts, profiles, rewards, cache, tokens, state }
     }
 
     pub fn routes(
@@ -91,7 +79,7 @@ impl App {
     }
 
     pub fn token(&self, user: i64) -> String {
-        profile_http_warp::mint_token(&self.auth, user, Duration::from_secs(600)).expect("mint")
+        self.tokens.issue(user)
     }
 
     /// GET /user/profile as `user`.
@@ -123,44 +111,6 @@ impl App {
             .reply(&self.routes())
             .await
     }
-}
-
-pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-/// Signs arbitrary claims with HS256 and `secret`.
-pub fn sign(claims: &Value, secret: &[u8]) -> String {
-    sign_alg(claims, secret, Algorithm::HS256)
-}
-
-pub fn sign_alg(claims: &Value, secret: &[u8], alg: Algorithm) -> String {
-    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).expect("encode")
-}
-
-/// base64url without padding, for hand-made tokens.
-pub fn b64url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// A token with an arbitrary header and a junk signature.
-pub fn forged(header: &Value, claims: &Value, signature: &str) -> String {
-    format!(
-        "{}.{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes()),
-        signature
-    )
 }
 
 pub fn json(res: &Response<Bytes>) -> Value {

@@ -15,7 +15,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use profile_http_warp::AuthConfig;
+use profile_auth_jwt::AuthConfig;
 
 pub const SECRET: &str = "end-to-end-test-secret-0123456789";
 
@@ -157,7 +157,7 @@ fn rand_suffix() -> u64 {
 
 pub fn token(user: i64) -> String {
     let auth = AuthConfig { secret: SECRET.as_bytes().to_vec(), issuer: None, audience: None };
-    profile_http_warp::mint_token(&auth, user, Duration::from_secs(600)).expect("token")
+    profile_auth_jwt::mint_token(&auth, user, Duration::from_secs(600)).expect("token")
 }
 
 /// A response, read whole.
