@@ -134,6 +134,7 @@ async fn reflection_lists_the_service_in_v1_and_v1alpha() {
 async fn messages_over_16_kib_are_resource_exhausted() {
     let app = App::new();
     let mut g = app.grpc().await;
+    let bearer = format!("Bearer {}", app.token(ACTIVE));
     let big = |n: usize| pb::UpdateProfileRequest {
         profile: Some(pb::Profile {
             personal: Some(pb::Personal { bio: Some("x".repeat(n)), ..Default::default() }),
@@ -141,16 +142,11 @@ async fn messages_over_16_kib_are_resource_exhausted() {
         }),
         update_mask: None,
     };
-    let err =
-        g.client.update_profile(with_auth(big(17 * 1024), Some("Bearer user-1"))).await.expect_err("too big");
+    let err = g.client.update_profile(with_auth(big(17 * 1024), Some(&bearer))).await.expect_err("too big");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("16 KiB"), "{}", err.message());
     // Just under the limit is read, and judged by the field rules (bio ≤ 500).
-    let err = g
-        .client
-        .update_profile(with_auth(big(16 * 1024 - 64), Some("Bearer user-1")))
-        .await
-        .expect_err("bio");
+    let err = g.client.update_profile(with_auth(big(16 * 1024 - 64), Some(&bearer))).await.expect_err("bio");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     g.shutdown().await;
 }
@@ -160,7 +156,8 @@ async fn calls_are_counted_by_method_and_code_with_latency() {
     let handle = recorder();
     let app = App::new();
     let mut g = app.grpc().await;
-    g.client.get_profile(with_auth(pb::GetProfileRequest {}, Some("Bearer user-1"))).await.expect("get");
+    let bearer = format!("Bearer {}", app.token(ACTIVE));
+    g.client.get_profile(with_auth(pb::GetProfileRequest {}, Some(&bearer))).await.expect("get");
     let _ = g.client.get_profile(with_auth(pb::GetProfileRequest {}, None)).await;
     g.shutdown().await;
     let text = handle.render();
@@ -196,9 +193,11 @@ async fn the_drain_is_bounded_when_a_call_hangs() {
         .expect("connect");
     let mut client = pb::profile_service_client::ProfileServiceClient::new(channel);
     app.accounts.faults.set_latency(Some(Duration::from_secs(30)));
-    let hanging = tokio::spawn(async move {
-        client.get_profile(with_auth(pb::GetProfileRequest {}, Some("Bearer user-1"))).await
-    });
+    let bearer = "Bearer user-1".to_owned();
+    let hanging =
+        tokio::spawn(
+            async move { client.get_profile(with_auth(pb::GetProfileRequest {}, Some(&bearer))).await },
+        );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     let _ = stop.send(());

@@ -19,6 +19,7 @@ enum Who {
     NoToken,
     Garbage,
     Expired,
+    BadSignature,
     OtherScheme,
 }
 
@@ -156,31 +157,22 @@ async fn arm_fault(app: &App, c: &Case) {
     }
 }
 
-fn http_authorization(app: &App, who: Who) -> Option<String> {
-    match who {
-        Who::User(u) => Some(format!("Bearer {}", app.http_token(u))),
-        Who::NoToken => None,
-        Who::Garbage => Some("Bearer not.a.token".to_owned()),
-        Who::Expired => {
-            let claims = json!({"sub": "1", "exp": 1_000_000});
-            let token = jsonwebtoken::encode(
-                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-                &claims,
-                &jsonwebtoken::EncodingKey::from_secret(SECRET),
-            )
-            .expect("sign");
-            Some(format!("Bearer {token}"))
-        }
-        Who::OtherScheme => Some("Basic dXNlcjpwYXNz".to_owned()),
-    }
+fn sign(claims: &Value, secret: &[u8]) -> String {
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_secret(secret)).expect("sign")
 }
 
-fn grpc_authorization(who: Who) -> Option<String> {
+/// The `authorization` value, the same for both transports.
+fn authorization(app: &App, who: Who) -> Option<String> {
     match who {
-        Who::User(u) => Some(format!("Bearer user-{u}")),
+        Who::User(u) => Some(format!("Bearer {}", app.token(u))),
         Who::NoToken => None,
         Who::Garbage => Some("Bearer not.a.token".to_owned()),
-        Who::Expired => Some("Bearer expired".to_owned()),
+        Who::Expired => Some(format!("Bearer {}", sign(&json!({"sub": "1", "exp": 1_000_000}), SECRET))),
+        Who::BadSignature => Some(format!(
+            "Bearer {}",
+            sign(&json!({"sub": "1", "exp": 4_000_000_000_u64}), b"another-secret")
+        )),
         Who::OtherScheme => Some("Basic dXNlcjpwYXNz".to_owned()),
     }
 }
@@ -191,7 +183,7 @@ async fn run_http(c: &Case) -> Outcome {
     let current = {
         let res = warp::test::request()
             .path("/user/profile")
-            .header("authorization", format!("Bearer {}", app.http_token(ACTIVE)))
+            .header("authorization", format!("Bearer {}", app.token(ACTIVE)))
             .reply(&routes)
             .await;
         res.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
@@ -212,7 +204,7 @@ async fn run_http(c: &Case) -> Outcome {
             }
         }
     };
-    if let Some(a) = http_authorization(&app, c.who) {
+    if let Some(a) = authorization(&app, c.who) {
         req = req.header("authorization", a);
     }
     let res = req.reply(&routes).await;
@@ -241,12 +233,12 @@ async fn run_grpc(c: &Case) -> (Outcome, String) {
     let mut g = app.grpc().await;
     let current = g
         .client
-        .get_profile(with_auth(pb::GetProfileRequest {}, Some(&format!("Bearer user-{ACTIVE}"))))
+        .get_profile(with_auth(pb::GetProfileRequest {}, Some(&format!("Bearer {}", app.token(ACTIVE)))))
         .await
         .expect("set-up GetProfile")
         .into_inner();
     arm_fault(&app, c).await;
-    let auth = grpc_authorization(c.who);
+    let auth = authorization(&app, c.who);
     let answer = match &c.step {
         Step::Get => g.client.get_profile(with_auth(pb::GetProfileRequest {}, auth.as_deref())).await,
         Step::Update { http, grpc, etag } => {
@@ -523,6 +515,7 @@ fn cases() -> Vec<Case> {
         ("no token", Who::NoToken, "UNAUTHENTICATED"),
         ("a garbage token", Who::Garbage, "UNAUTHENTICATED"),
         ("an expired token", Who::Expired, "UNAUTHENTICATED"),
+        ("a badly signed token", Who::BadSignature, "UNAUTHENTICATED"),
         ("another scheme", Who::OtherScheme, "UNAUTHENTICATED"),
         ("a suspended account", Who::User(SUSPENDED), "PERMISSION_DENIED"),
         ("a deleted account", Who::User(DELETED), "NOT_FOUND"),

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use profile_auth_jwt::{AuthConfig, JwtVerifier};
 use profile_core::domain::{AccountStatus, ProfileUpdate, RewardsBalance, UserId};
 use profile_core::ports::{AuthError, TokenVerifier};
 use profile_core::{ProfileService, ServiceConfig};
 use profile_grpc_tonic::pb;
 use profile_grpc_tonic::pb::profile_service_client::ProfileServiceClient;
 use profile_grpc_tonic::{GrpcState, serve};
-use profile_http_warp::{AppState, AuthConfig};
+use profile_http_warp::AppState;
 use profile_memory::{
     ManualClock, MemoryAccounts, MemoryCache, MemoryProfiles, MemoryRewards, sample_account,
 };
@@ -30,8 +31,8 @@ pub const EMAIL: &str = "ada@example.com";
 pub const OTHER_EMAIL: &str = "taken@example.com";
 pub const SECRET: &[u8] = b"grpc-tonic-test-secret";
 
-/// A test verifier: `user-<id>` is that user, `expired` has expired, anything else is
-/// invalid. (The JWT rules are the verifier adapter's; the transport only maps them.)
+/// A tiny verifier for tests of the server alone: `user-<id>` is that user, `expired`
+/// has expired, anything else is invalid.
 pub struct FakeVerifier;
 
 impl TokenVerifier for FakeVerifier {
@@ -54,7 +55,9 @@ pub struct App {
     pub rewards: Arc<MemoryRewards>,
     pub cache: Arc<MemoryCache>,
     pub service: Arc<ProfileService>,
-    pub http_auth: AuthConfig,
+    pub auth: AuthConfig,
+    /// The one verifier both transports use, as the server wires them.
+    pub verifier: Arc<dyn TokenVerifier>,
 }
 
 impl App {
@@ -89,8 +92,9 @@ impl App {
             ManualClock::new(t0()),
             ServiceConfig::default(),
         ));
-        let http_auth = AuthConfig { secret: SECRET.to_vec(), issuer: None, audience: None };
-        Self { accounts, profiles, rewards, cache, service, http_auth }
+        let auth = AuthConfig { secret: SECRET.to_vec(), issuer: None, audience: None };
+        let verifier: Arc<dyn TokenVerifier> = Arc::new(JwtVerifier::new(&auth));
+        Self { accounts, profiles, rewards, cache, service, auth, verifier }
     }
 
     /// Applies a merge patch to `user` through the core (test set-up).
@@ -108,13 +112,14 @@ impl App {
     {
         profile_http_warp::routes(AppState::new(
             self.service.clone(),
-            self.http_auth.clone(),
+            self.verifier.clone(),
             Arc::new(String::new),
         ))
     }
 
-    pub fn http_token(&self, user: i64) -> String {
-        profile_http_warp::mint_token(&self.http_auth, user, Duration::from_secs(600)).expect("mint")
+    /// A valid JWT for `user`, accepted by both transports.
+    pub fn token(&self, user: i64) -> String {
+        profile_auth_jwt::mint_token(&self.auth, user, Duration::from_secs(600)).expect("mint")
     }
 
     /// Starts the gRPC transport on a loopback port.
@@ -126,7 +131,7 @@ impl App {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let mut state = GrpcState::new(self.service.clone(), Arc::new(FakeVerifier));
+        let mut state = GrpcState::new(self.service.clone(), self.verifier.clone());
         state.health_interval = health_interval;
         let task = tokio::spawn(async move {
             serve(
