@@ -16,6 +16,7 @@ mod status;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use profile_core::ProfileService;
@@ -81,12 +82,22 @@ fn readiness(ok: bool) -> ServingStatus {
     if ok { ServingStatus::Serving } else { ServingStatus::NotServing }
 }
 
+/// Resolves once no call is in flight, plus a moment for the last answers to be written
+/// out by their connections.
+async fn calls_answered(in_flight: &AtomicUsize) {
+    while in_flight.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 /// Serves the profile service, health checking and reflection on an already bound
 /// listener until `shutdown` resolves; then reports `NOT_SERVING`, stops accepting,
 /// lets in-flight calls finish for at most `drain_bound`, and returns.
 ///
 /// tonic's own graceful shutdown waits for every HTTP/2 connection to close, which an
-/// idle client holding its channel open never does; the bound is what ends it.
+/// idle client holding its channel open never does. So the drain ends as soon as no
+/// call is being answered (or tonic is done), and at the latest after `drain_bound`.
 pub async fn serve(
     listener: TcpListener,
     state: GrpcState,
@@ -135,8 +146,10 @@ pub async fn serve(
             let _ = signalled_tx.send(());
         }
     };
+    let observe = observe::ObserveLayer::new();
+    let in_flight = observe.in_flight();
     let server = tonic::transport::Server::builder()
-        .layer(observe::ObserveLayer::new())
+        .layer(observe)
         .add_service(handler::server(state))
         .add_service(health)
         .add_service(v1)
@@ -151,9 +164,15 @@ pub async fn serve(
         Some(r) => r,
         None => {
             tracing::info!(timeout_s = drain_bound.as_secs_f64(), "gRPC: draining in-flight calls");
-            match tokio::time::timeout(drain_bound, server).await {
+            let drained = tokio::time::timeout(drain_bound, async {
+                tokio::select! {
+                    r = &mut server => r,
+                    () = calls_answered(&in_flight) => Ok(()),
+                }
+            });
+            match drained.await {
                 Ok(r) => {
-                    tracing::info!("gRPC: all connections drained");
+                    tracing::info!("gRPC: every call answered");
                     r
                 }
                 Err(_) => {

@@ -2,6 +2,7 @@
 //! by method and code; and the 16 KiB refusal as `RESOURCE_EXHAUSTED`.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -120,12 +121,20 @@ impl Handles {
 #[derive(Clone)]
 pub(crate) struct ObserveLayer {
     handles: Arc<Handles>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl ObserveLayer {
     /// A layer with its own metric handles.
     pub(crate) fn new() -> Self {
-        Self { handles: Arc::new(Handles::new()) }
+        Self { handles: Arc::new(Handles::new()), in_flight: Arc::default() }
+    }
+
+    /// How many calls are being answered right now (until their response headers;
+    /// a unary call's work is done by then, a stream such as health `Watch` is not
+    /// counted past its start).
+    pub(crate) fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
     }
 }
 
@@ -133,7 +142,7 @@ impl<S> Layer<S> for ObserveLayer {
     type Service = Observed<S>;
 
     fn layer(&self, inner: S) -> Observed<S> {
-        Observed { inner, handles: self.handles.clone() }
+        Observed { inner, handles: self.handles.clone(), in_flight: self.in_flight.clone() }
     }
 }
 
@@ -142,6 +151,23 @@ impl<S> Layer<S> for ObserveLayer {
 pub(crate) struct Observed<S> {
     inner: S,
     handles: Arc<Handles>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a call in flight until it is answered or dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(n: &Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -171,7 +197,9 @@ where
         let method = method_index(req.uri().path());
         let id = request_id(req.headers());
         req.extensions_mut().insert(RequestId(id.clone()));
+        let guard = InFlight::enter(&self.in_flight);
         Box::pin(async move {
+            let _guard = guard;
             let mut res = inner.call(req).await?;
             let mut code = response_code(res.headers());
             // tonic refuses an oversized message with OUT_OF_RANGE; gRPC's convention

@@ -206,3 +206,27 @@ async fn the_drain_is_bounded_when_a_call_hangs() {
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     hanging.abort();
 }
+
+#[tokio::test]
+async fn a_call_in_flight_at_shutdown_is_answered_and_an_idle_channel_does_not_hold_the_exit() {
+    let app = App::new();
+    let mut g = app.grpc().await;
+    let bearer = format!("Bearer {}", app.token(ACTIVE));
+    app.accounts.faults.set_latency(Some(Duration::from_millis(300)));
+    let mut client = g.client.clone();
+    let call =
+        tokio::spawn(
+            async move { client.get_profile(with_auth(pb::GetProfileRequest {}, Some(&bearer))).await },
+        );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    if let Some(stop) = g.stop.take() {
+        let _ = stop.send(());
+    }
+    let answer = call.await.expect("join");
+    assert!(answer.is_ok(), "the call in flight was cut: {answer:?}");
+    // The harness's drain bound is 2 s; the open channel (g.channel) is idle by now.
+    let served = tokio::time::timeout(Duration::from_secs(5), g.task.take().expect("task")).await;
+    assert!(served.is_ok(), "serve did not return");
+    assert!(started.elapsed() < Duration::from_millis(1500), "drain took {:?}", started.elapsed());
+}
