@@ -189,6 +189,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         rewards_retention: rewards_window.max(Duration::from_secs(24 * 3600)),
         ..CacheConfig::default()
     }));
+    let executor = TokioExecutor::default();
     let service = Arc::new(
         ProfileService::new(
             main.clone(),
@@ -198,7 +199,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
             Arc::new(SystemClock),
             ServiceConfig { rewards_window, ..ServiceConfig::default() },
         )
-        .with_executor(Arc::new(TokioExecutor)),
+        .with_executor(Arc::new(executor.clone())),
     );
 
     // Carry through e-mail changes a previous process left half-done; one that cannot be
@@ -263,6 +264,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     let http = profile_http_warp::serve(listener, state, shutdown.wait(), drain);
     crate::grpc::serve_beside(http, grpc_listener, service, verifier, &shutdown, drain).await;
 
+    if !executor.drain(Duration::from_secs(args.shutdown_timeout_s)).await {
+        tracing::warn!("writes still running at shutdown; the journal settles any left half-done");
+    }
     tracing::info!("shutting down: closing pools");
     upkeep.abort();
     settler.abort();
