@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """`make bench`: seed 100,000 users, start the service and the rewards stub on loopback,
 drive each scenario with wrk (32 connections, fixed duration), twice, and write the
-figures into BENCHMARKS.md between its result markers.
+figures into BENCHMARKS.md between its result markers. The cached GetProfile over gRPC
+runs under h2load (nghttp2-client) with the same connection count, one call in flight
+per connection, and is compared with the same run's cached HTTP GET.
 
 Environment: BENCH_SECONDS (per scenario run, default 10), BENCH_USERS (default 100000),
 BENCH_RUNS (default 2). Only loopback addresses are ever targeted.
@@ -64,6 +66,49 @@ def ensure_wrk():
     if subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"]).returncode != 0:
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+
+
+def ensure_h2load():
+    if shutil.which("h2load"):
+        return
+    log("installing h2load (Debian package nghttp2-client)")
+    if subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"]).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=True)
+
+
+def h2load_grpc(port, token_file, seconds=SECONDS):
+    """Unary GetProfile calls: a gRPC frame of the empty request (flag 0, length 0).
+
+    h2load sees HTTP statuses only (a gRPC error is a 200 with a grpc-status trailer), so
+    a run whose answers carry no profile bytes is refused as errors rather than reported
+    as speed."""
+    body = os.path.join(OUT, "grpc-get-request.bin")
+    with open(body, "wb") as f:
+        f.write(b"\x00\x00\x00\x00\x00")
+    token = open(token_file).read().split()[0]
+    log_file = os.path.join(OUT, "h2load-grpc.log")
+    cmd = ["h2load", f"-c{CONNS}", f"-t{THREADS}", "-m1", "-D", str(seconds), "-d", body,
+           "-H", "content-type: application/grpc", "-H", "te: trailers",
+           "-H", f"authorization: Bearer {token}", "--log-file", log_file,
+           f"http://127.0.0.1:{port}/profile.v1.ProfileService/GetProfile"]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                     r"(\d+) errored", r.stdout)
+    secs = re.search(r"finished in ([\d.]+)(m?s)", r.stdout)
+    data = re.search(r"traffic: .*?\(\d+\) total, .*?\(\d+\) headers .*?, ([\d.]+)(\w*)B \((\d+)\) data",
+                     r.stdout)
+    if not done or not secs:
+        sys.exit(f"h2load printed no result:\n{r.stdout}\n{r.stderr}")
+    elapsed = float(secs.group(1)) / (1000 if secs.group(2) == "ms" else 1)
+    succeeded, failed, errored = int(done.group(3)), int(done.group(4)), int(done.group(5))
+    lat = sorted(int(line.split()[2]) for line in open(log_file) if line.strip())
+    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] / 1000 if lat else float("nan")
+    data_bytes = int(data.group(3)) if data else 0
+    # A profile answer is hundreds of bytes; an error answer has no data frame at all.
+    bad = failed + errored + (succeeded if succeeded and data_bytes / succeeded < 100 else 0)
+    return {"rps": succeeded / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "non2xx": bad, "socket_errors": 0}
 
 
 def free_port():
@@ -145,6 +190,7 @@ def write_tokens(path, users):
 
 def main():
     ensure_wrk()
+    ensure_h2load()
     ref_bin = build_reference()
     log("building release")
     subprocess.run(["cargo", "build", "--release", "-p", "profile-api"], cwd=ROOT, check=True)
@@ -195,7 +241,8 @@ def main():
             except OSError:
                 time.sleep(0.05)
 
-    main_p, main_port = serve("server", stub_port)
+    grpc_port = free_port()
+    main_p, main_port = serve("server", stub_port, "--grpc-listen", f"127.0.0.1:{grpc_port}")
     unc_p, unc_port = serve("server-uncached", stub_port, "--profile-cache-ttl-s", "0",
                             "--rewards-cache-ttl-s", "3600")
     down_p, down_port = serve("server-rewards-down", hang_port)
@@ -223,8 +270,10 @@ def main():
             ("rewards-down", down_port, "get", tok["spread"], "/user/profile"),
             ("mixed", main_port, "mixed", tok["spread"], "/user/profile"),
         ]
+        cached = next(i for i, step in enumerate(plan) if step[0] == "get-cached")
+        plan.insert(cached + 1, ("grpc-get-cached", grpc_port, "grpc", tok["one"], None))
         for name, port, mode, tokens, route in plan:
-            d = wrk(port, mode, tokens, route)
+            d = h2load_grpc(port, tokens) if mode == "grpc" else wrk(port, mode, tokens, route)
             results.append((run, name, d))
             log(f"  {name:13} {d['rps']:9.0f} req/s  p50 {d['p50_ms']:.2f} ms  p99 {d['p99_ms']:.2f} ms"
                 f"  non-2xx {d['non2xx']}  socket errors {d['socket_errors']}")
@@ -291,6 +340,12 @@ def write_report(results, rss, seed_s, locked):
     for k, v in rss.items():
         lines.append(f"- Peak RSS {k}: {v:.0f} MB")
     lines.append(f"- `database is locked` in server logs: {locked}")
+    for run in sorted(healthz):
+        by = {name: d for r, name, d in results if r == run}
+        if "grpc-get-cached" in by and "get-cached" in by:
+            g = by["grpc-get-cached"]["rps"] / by["get-cached"]["rps"]
+            lines.append(f"- Run {run}: cached GetProfile over gRPC (h2load) = {g:.2f} x the cached HTTP GET "
+                         f"(wrk) (target ≥ 0.80: {'met' if g >= 0.80 else '**missed**'})")
     lines.append("")
     lines.append("Targets met in every run: " + ", ".join(
         f"{k} {'yes' if v else '**no**'}" for k, v in verdict.items()) + ".")

@@ -21,8 +21,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Migrate both databases, then serve HTTP until SIGINT/SIGTERM.
-    Serve(ServeArgs),
+    /// Migrate both databases, then serve HTTP (and gRPC with --grpc-listen) until SIGINT/SIGTERM.
+    Serve(Box<ServeArgs>),
     /// Apply pending migrations to both databases and exit.
     Migrate(MigrateArgs),
     /// Append deterministic demo accounts and orders to the main database.
@@ -124,6 +124,9 @@ pub struct ServeArgs {
     /// Longest wait for in-flight requests on shutdown, in seconds.
     #[arg(long, env = "PROFILE_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
+    /// Also serve gRPC (profile.v1.ProfileService) on this address (HOST:PORT); off when unset.
+    #[arg(long, env = "PROFILE_GRPC_LISTEN", value_parser = parse_listen)]
+    pub grpc_listen: Option<SocketAddr>,
 }
 
 /// A listening address: `IP:PORT`, or `HOST:PORT` resolved to its first address.

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod databases;
 pub mod error;
+pub mod grpc;
 pub mod journal;
 pub mod serve;
 
@@ -28,7 +29,7 @@ pub fn run() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::serve(args).await,
+            Command::Serve(args) => serve::serve(*args).await,
             Command::Migrate(args) => commands::migrate(args).await,
             Command::Seed(args) => commands::seed(args).await,
             Command::Token(args) => commands::token(args),

@@ -29,6 +29,7 @@ fn install_metrics() -> Result<PrometheusHandle, AppError> {
         .and_then(|b| b.install_recorder())
         .map_err(|e| AppError::other(format!("cannot install the metrics recorder: {e}")))?;
     profile_http_warp::describe_metrics();
+    profile_grpc_tonic::describe_metrics();
     profile_rewards_http::describe_metrics();
     profile_cache_moka::describe_metrics();
     crate::journal::describe_metrics();
@@ -172,6 +173,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     })?;
     let addr =
         listener.local_addr().map_err(|e| AppError::setting("--listen (PROFILE_LISTEN)", e.to_string()))?;
+    let grpc_listener = crate::grpc::bind(args.grpc_listen).await?;
 
     let render = {
         let main = main.clone();
@@ -207,6 +209,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         demo = args.demo,
         "profile-api listening"
     );
+    crate::grpc::announce(grpc_listener.as_ref())?;
     println!("profile-api listening on http://{addr}");
     if args.demo {
         let token = profile_auth_jwt::mint_token(&auth, 1, Duration::from_secs(24 * 3600))
@@ -215,13 +218,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         println!("curl -s -H 'Authorization: Bearer {token}' http://{addr}/user/profile");
     }
 
-    profile_http_warp::serve(
-        listener,
-        state,
-        shutdown_signal(),
-        Duration::from_secs(args.shutdown_timeout_s),
-    )
-    .await;
+    // One signal stops both transports; each drains within the same bound.
+    let shutdown = crate::grpc::Shutdown::on(shutdown_signal());
+    let drain = Duration::from_secs(args.shutdown_timeout_s);
+    let (service, verifier) = (state.service.clone(), state.verifier.clone());
+    let http = profile_http_warp::serve(listener, state, shutdown.wait(), drain);
+    crate::grpc::serve_beside(http, grpc_listener, service, verifier, &shutdown, drain).await;
 
     if !executor.drain(Duration::from_secs(args.shutdown_timeout_s)).await {
         tracing::warn!("writes still running at shutdown; the journal settles any left half-done");

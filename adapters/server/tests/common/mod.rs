@@ -71,6 +71,8 @@ impl Dbs {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The gRPC address, when `--grpc-listen` turned it on (printed before HTTP's line).
+    pub grpc_addr: Option<SocketAddr>,
     pub stdout_lines: mpsc::Receiver<String>,
     pub stderr_path: PathBuf,
 }
@@ -106,9 +108,13 @@ impl Server {
                 }
             }
         });
+        let mut grpc_addr = None;
         let addr = loop {
             match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("profile-api gRPC listening on ") {
+                        grpc_addr = Some(rest.trim().parse().expect("gRPC address"));
+                    }
                     if let Some(rest) = line.strip_prefix("profile-api listening on http://") {
                         break rest.trim().parse().expect("address");
                     }
@@ -122,7 +128,7 @@ impl Server {
                 }
             }
         };
-        Self { child, addr, stdout_lines: rx, stderr_path }
+        Self { child, addr, grpc_addr, stdout_lines: rx, stderr_path }
     }
 
     pub fn url(&self, path: &str) -> String {
