@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// Longest wait for in-flight requests on shutdown, in seconds.
     #[arg(long, env = "PROFILE_SHUTDOWN_TIMEOUT_S", default_value_t = 10)]
     pub shutdown_timeout_s: u64,
+    /// The cache shared by every instance, `redis://[:PASSWORD@]HOST:PORT[/DB]` (none:
+    /// each process caches on its own).
+    #[arg(long, env = "PROFILE_CACHE_URL", hide_env_values = true)]
+    pub cache_url: Option<String>,
 }
 
 /// A listening address: `IP:PORT`, or `HOST:PORT` resolved to its first address.
