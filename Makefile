@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/profile-api
 
-.PHONY: run build test lint fmt fmt-check fuzz bench soak clean
+.PHONY: run build test lint openapi-lint fmt fmt-check fuzz bench soak clean
 
 ## run: build (release) and start the service in demo mode on 127.0.0.1:8080
 run:
@@ -17,9 +17,13 @@ build:
 test:
 	$(CARGO) test --workspace
 
-## lint: formatting and clippy with warnings denied
-lint: fmt-check
+## lint: formatting, clippy with warnings denied, and openapi.yaml under Spectral's
+## OpenAPI ruleset (pinned @stoplight/spectral-cli, installed with npm under target/)
+lint: fmt-check openapi-lint
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+openapi-lint:
+	bash .ci/spectral
 
 fmt:
 	$(CARGO) fmt --all

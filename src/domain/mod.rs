@@ -7,6 +7,7 @@ pub mod patch;
 pub mod profile;
 pub mod rewards;
 pub mod rules;
+pub mod values;
 
 pub use account::{AccountSnapshot, AccountStatus, OrderStats, UserId};
 pub use error::FieldError;
@@ -17,3 +18,7 @@ pub use profile::{
     ProfileFields, ProfileRecord, ProfileSnapshot, ProfileView, Statistics, Theme, Visibility,
 };
 pub use rewards::{Rewards, RewardsBalance, RewardsSnapshot, RewardsStatus};
+pub use values::{
+    AddressLine, Bio, BusinessText, CountryCode, CurrencyCode, DisplayName, Email, FieldValue, LanguageTag,
+    MultilineText, PersonName, Phone, PostalCode, TaxId, Text, TimeZone, WebUrl,
+};

@@ -1,5 +1,14 @@
 //! `ProfileUpdate`: a JSON Merge Patch (RFC 7396) of the editable fields, parsed and
 //! validated in one pass that collects every problem, then merged into a record.
+//!
+//! Three steps, every problem of the first two reported together:
+//! 1. the structural pass walks the JSON document: unknown and read-only keys, wrong JSON
+//!    types, `null` on a required field; it builds a `PatchDocument` of raw values;
+//! 2. garde validates that document: each field's rule is declared at the field
+//!    (`#[garde(custom(…))]`, nested sections with `#[garde(dive)]`); the rules are
+//!    custom because garde's built-ins neither give SPEC's stable codes nor trim before
+//!    counting characters;
+//! 3. the valid raw values become the typed values of [`ProfileUpdate`].
 
 use chrono::NaiveDate;
 use serde_json::{Map, Value};
@@ -7,6 +16,10 @@ use serde_json::{Map, Value};
 use super::error::FieldError;
 use super::profile::{BillingAddress, Notifications, Preferences, Privacy, ProfileFields, Theme, Visibility};
 use super::rules::{self, Issue};
+use super::values::{
+    AddressLine, Bio, BusinessText, CountryCode, CurrencyCode, DisplayName, Email, FieldValue, LanguageTag,
+    PersonName, Phone, PostalCode, TaxId, TimeZone, WebUrl,
+};
 
 /// One field of a merge patch.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -20,22 +33,84 @@ pub enum Patch<T> {
     Value(T),
 }
 
-impl<T: Clone> Patch<T> {
-    /// Applies to an optional field.
-    fn merge_opt(&self, current: &mut Option<T>) {
+impl<T> Patch<T> {
+    /// Applies to an optional field of the record, converting the value with `into`.
+    fn merge_opt_with<U>(&self, current: &mut Option<U>, into: impl FnOnce(&T) -> U) {
         match self {
             Patch::Absent => {}
             Patch::Null => *current = None,
-            Patch::Value(v) => *current = Some(v.clone()),
+            Patch::Value(v) => *current = Some(into(v)),
         }
+    }
+
+    /// Applies to a field of the record with a default, converting the value with `into`.
+    fn merge_default_with<U>(
+        &self,
+        current: &mut U,
+        default: impl FnOnce() -> U,
+        into: impl FnOnce(&T) -> U,
+    ) {
+        match self {
+            Patch::Absent => {}
+            Patch::Null => *current = default(),
+            Patch::Value(v) => *current = into(v),
+        }
+    }
+
+    /// The same patch with the value converted by `f`; a value `f` refuses becomes
+    /// `Absent` (the refusal was reported by validation).
+    fn and_then<U>(&self, f: impl FnOnce(&T) -> Option<U>) -> Patch<U> {
+        match self {
+            Patch::Absent => Patch::Absent,
+            Patch::Null => Patch::Null,
+            Patch::Value(v) => f(v).map_or(Patch::Absent, Patch::Value),
+        }
+    }
+}
+
+impl<T: Clone> Patch<T> {
+    /// Applies to an optional field.
+    fn merge_opt(&self, current: &mut Option<T>) {
+        self.merge_opt_with(current, T::clone);
     }
 
     /// Applies to a field with a default.
     fn merge_default(&self, current: &mut T, default: impl FnOnce() -> T) {
-        match self {
-            Patch::Absent => {}
-            Patch::Null => *current = default(),
-            Patch::Value(v) => *current = v.clone(),
+        self.merge_default_with(current, default, T::clone);
+    }
+}
+
+impl<T: AsRef<str>> Patch<T> {
+    /// Applies a text value to an optional field of the record, which keeps strings.
+    fn merge_text(&self, current: &mut Option<String>) {
+        self.merge_opt_with(current, text);
+    }
+}
+
+/// A validated value as the record's string.
+fn text(v: &impl AsRef<str>) -> String {
+    v.as_ref().to_owned()
+}
+
+impl Patch<String> {
+    /// The typed value of a raw text, `Absent` when its rule refuses it.
+    fn parsed<V: FieldValue>(&self) -> Patch<V> {
+        self.and_then(|s| V::parse(s).ok())
+    }
+}
+
+/// Nested sections validate only when sent as an object.
+impl<T: garde::Validate> garde::Validate for Patch<T> {
+    type Context = T::Context;
+
+    fn validate_into(
+        &self,
+        ctx: &Self::Context,
+        parent: &mut dyn FnMut() -> garde::Path,
+        report: &mut garde::Report,
+    ) {
+        if let Patch::Value(v) = self {
+            v.validate_into(ctx, parent, report);
         }
     }
 }
@@ -44,15 +119,15 @@ impl<T: Clone> Patch<T> {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BillingAddressPatch {
     /// `line1`.
-    pub line1: Patch<String>,
+    pub line1: Patch<AddressLine>,
     /// `line2`.
-    pub line2: Patch<String>,
+    pub line2: Patch<AddressLine>,
     /// `city`.
-    pub city: Patch<String>,
+    pub city: Patch<AddressLine>,
     /// `postal_code`.
-    pub postal_code: Patch<String>,
+    pub postal_code: Patch<PostalCode>,
     /// `country`.
-    pub country: Patch<String>,
+    pub country: Patch<CountryCode>,
 }
 
 /// Field patches of the notification switches (`Null` resets to the default).
@@ -81,45 +156,45 @@ pub struct PrivacyPatch {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProfileUpdate {
     /// `personal.display_name` (never `Null`).
-    pub display_name: Patch<String>,
+    pub display_name: Patch<DisplayName>,
     /// `personal.first_name`.
-    pub first_name: Patch<String>,
+    pub first_name: Patch<PersonName>,
     /// `personal.last_name`.
-    pub last_name: Patch<String>,
+    pub last_name: Patch<PersonName>,
     /// `personal.email`, lower-cased (never `Null`).
-    pub email: Patch<String>,
+    pub email: Patch<Email>,
     /// `personal.phone`.
-    pub phone: Patch<String>,
+    pub phone: Patch<Phone>,
     /// `personal.avatar_url`.
-    pub avatar_url: Patch<String>,
+    pub avatar_url: Patch<WebUrl>,
     /// `personal.bio`.
-    pub bio: Patch<String>,
+    pub bio: Patch<Bio>,
     /// `personal.birth_date`.
     pub birth_date: Patch<NaiveDate>,
     /// `personal.city`.
-    pub city: Patch<String>,
+    pub city: Patch<PersonName>,
     /// `personal.country`, upper-case.
-    pub country: Patch<String>,
+    pub country: Patch<CountryCode>,
     /// `preferences.language`.
-    pub language: Patch<String>,
+    pub language: Patch<LanguageTag>,
     /// `preferences.timezone`.
-    pub timezone: Patch<String>,
+    pub timezone: Patch<TimeZone>,
     /// `preferences.theme`.
     pub theme: Patch<Theme>,
     /// `preferences.currency`.
-    pub currency: Patch<String>,
+    pub currency: Patch<CurrencyCode>,
     /// `preferences.notifications`: `Null` resets all switches, an object merges key by key.
     pub notifications: Patch<NotificationsPatch>,
     /// `preferences.privacy`: `Null` resets it, an object merges key by key.
     pub privacy: Patch<PrivacyPatch>,
     /// `business.company_name`.
-    pub company_name: Patch<String>,
+    pub company_name: Patch<BusinessText>,
     /// `business.job_title`.
-    pub job_title: Patch<String>,
+    pub job_title: Patch<BusinessText>,
     /// `business.tax_id`.
-    pub tax_id: Patch<String>,
+    pub tax_id: Patch<TaxId>,
     /// `business.website`.
-    pub website: Patch<String>,
+    pub website: Patch<WebUrl>,
     /// `business.billing_address`: `Null` removes it, an object merges into the current one.
     pub billing_address: Patch<BillingAddressPatch>,
 }
@@ -135,19 +210,205 @@ pub struct ParsedUpdate {
     pub problems: Vec<FieldError>,
 }
 
+// ---------------------------------------------------------------------------------------
+// The raw document garde validates: the structure the JSON had, the values as sent.
+// Field names are the JSON keys, so garde's paths are SPEC's dotted paths.
+// ---------------------------------------------------------------------------------------
+
+/// garde's context: the day the age rule counts from.
+type Today = NaiveDate;
+
+/// A garde rule from a [`FieldValue`]: the raw text must parse as `V`.
+fn valid<V: FieldValue>(field: &Patch<String>, _today: &Today) -> garde::Result {
+    match field {
+        Patch::Value(s) => V::parse(s).map(drop).map_err(to_garde),
+        Patch::Absent | Patch::Null => Ok(()),
+    }
+}
+
+/// The rule of `birth_date`, the one that needs the context.
+fn valid_birth_date(field: &Patch<String>, today: &Today) -> garde::Result {
+    match field {
+        Patch::Value(s) => rules::birth_date(s, *today).map(drop).map_err(to_garde),
+        Patch::Absent | Patch::Null => Ok(()),
+    }
+}
+
+/// garde's errors carry a message only: the stable code rides in front of it, as
+/// `code: message`, and [`from_garde`] takes it back out.
+fn to_garde(issue: Issue) -> garde::Error {
+    garde::Error::new(format!("{}: {}", issue.code, issue.message))
+}
+
+/// One entry of garde's report as the client's [`FieldError`].
+fn from_garde(path: &garde::Path, error: &garde::Error) -> FieldError {
+    let (code, message) = error.message().split_once(": ").unwrap_or(("invalid", error.message()));
+    let code = rules::CODES.iter().copied().find(|c| *c == code).unwrap_or("invalid");
+    FieldError::new(path.to_string(), code, message)
+}
+
+/// The whole patch document, as sent.
+#[derive(Debug, Default, garde::Validate)]
+#[garde(context(Today))]
+struct PatchDocument {
+    /// `personal`.
+    #[garde(dive)]
+    personal: Patch<PersonalDocument>,
+    /// `preferences`.
+    #[garde(dive)]
+    preferences: Patch<PreferencesDocument>,
+    /// `business`.
+    #[garde(dive)]
+    business: Patch<BusinessDocument>,
+}
+
+/// `personal`, as sent.
+#[derive(Debug, Default, garde::Validate)]
+#[garde(context(Today))]
+struct PersonalDocument {
+    #[garde(custom(valid::<DisplayName>))]
+    display_name: Patch<String>,
+    #[garde(custom(valid::<PersonName>))]
+    first_name: Patch<String>,
+    #[garde(custom(valid::<PersonName>))]
+    last_name: Patch<String>,
+    #[garde(custom(valid::<Email>))]
+    email: Patch<String>,
+    #[garde(custom(valid::<Phone>))]
+    phone: Patch<String>,
+    #[garde(custom(valid::<WebUrl>))]
+    avatar_url: Patch<String>,
+    #[garde(custom(valid::<Bio>))]
+    bio: Patch<String>,
+    #[garde(custom(valid_birth_date))]
+    birth_date: Patch<String>,
+    #[garde(custom(valid::<PersonName>))]
+    city: Patch<String>,
+    #[garde(custom(valid::<CountryCode>))]
+    country: Patch<String>,
+}
+
+/// `preferences`, as sent.
+#[derive(Debug, Default, garde::Validate)]
+#[garde(context(Today))]
+struct PreferencesDocument {
+    #[garde(custom(valid::<LanguageTag>))]
+    language: Patch<String>,
+    #[garde(custom(valid::<TimeZone>))]
+    timezone: Patch<String>,
+    #[garde(custom(valid::<Theme>))]
+    theme: Patch<String>,
+    #[garde(custom(valid::<CurrencyCode>))]
+    currency: Patch<String>,
+    /// JSON booleans: the structural pass is their whole rule.
+    #[garde(skip)]
+    notifications: Patch<NotificationsPatch>,
+    #[garde(dive)]
+    privacy: Patch<PrivacyDocument>,
+}
+
+/// `preferences.privacy`, as sent.
+#[derive(Debug, Default, garde::Validate)]
+#[garde(context(Today))]
+struct PrivacyDocument {
+    #[garde(custom(valid::<Visibility>))]
+    profile_visibility: Patch<String>,
+    #[garde(skip)]
+    show_activity: Patch<bool>,
+}
+
+/// `business`, as sent.
+#[derive(Debug, Default, garde::Validate)]
+#[garde(context(Today))]
+struct BusinessDocument {
+    #[garde(custom(valid::<BusinessText>))]
+    company_name: Patch<String>,
+    #[garde(custom(valid::<BusinessText>))]
+    job_title: Patch<String>,
+    #[garde(custom(valid::<TaxId>))]
+    tax_id: Patch<String>,
+    #[garde(custom(valid::<WebUrl>))]
+    website: Patch<String>,
+    #[garde(dive)]
+    billing_address: Patch<BillingAddressDocument>,
+}
+
+/// `business.billing_address`, as sent.
+#[derive(Debug, Default, garde::Validate)]
+#[garde(context(Today))]
+struct BillingAddressDocument {
+    #[garde(custom(valid::<AddressLine>))]
+    line1: Patch<String>,
+    #[garde(custom(valid::<AddressLine>))]
+    line2: Patch<String>,
+    #[garde(custom(valid::<AddressLine>))]
+    city: Patch<String>,
+    #[garde(custom(valid::<PostalCode>))]
+    postal_code: Patch<String>,
+    #[garde(custom(valid::<CountryCode>))]
+    country: Patch<String>,
+}
+
+impl PatchDocument {
+    /// The typed update: each value its rule accepts (the others were reported).
+    fn into_update(self, today: Today) -> ProfileUpdate {
+        let mut u = ProfileUpdate::default();
+        if let Patch::Value(p) = &self.personal {
+            u.display_name = p.display_name.parsed();
+            u.first_name = p.first_name.parsed();
+            u.last_name = p.last_name.parsed();
+            u.email = p.email.parsed();
+            u.phone = p.phone.parsed();
+            u.avatar_url = p.avatar_url.parsed();
+            u.bio = p.bio.parsed();
+            u.birth_date = p.birth_date.and_then(|s| rules::birth_date(s, today).ok());
+            u.city = p.city.parsed();
+            u.country = p.country.parsed();
+        }
+        if let Patch::Value(p) = self.preferences {
+            u.language = p.language.parsed();
+            u.timezone = p.timezone.parsed();
+            u.theme = p.theme.parsed();
+            u.currency = p.currency.parsed();
+            u.notifications = p.notifications;
+            u.privacy = p.privacy.and_then(|v| {
+                Some(PrivacyPatch {
+                    profile_visibility: v.profile_visibility.parsed(),
+                    show_activity: v.show_activity.clone(),
+                })
+            });
+        }
+        if let Patch::Value(b) = &self.business {
+            u.company_name = b.company_name.parsed();
+            u.job_title = b.job_title.parsed();
+            u.tax_id = b.tax_id.parsed();
+            u.website = b.website.parsed();
+            u.billing_address = b.billing_address.and_then(|a| {
+                Some(BillingAddressPatch {
+                    line1: a.line1.parsed(),
+                    line2: a.line2.parsed(),
+                    city: a.city.parsed(),
+                    postal_code: a.postal_code.parsed(),
+                    country: a.country.parsed(),
+                })
+            });
+        }
+        u
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The structural pass.
+// ---------------------------------------------------------------------------------------
+
 const READ_ONLY: &[&str] = &["user_id", "version", "created_at", "updated_at", "statistics", "rewards"];
 
-/// Collects problems while walking the patch document.
+/// Collects the structural problems while walking the patch document.
 struct Walker<'a> {
     errors: &'a mut Vec<FieldError>,
-    today: NaiveDate,
 }
 
 impl Walker<'_> {
-    fn push(&mut self, path: &str, issue: Issue) {
-        self.errors.push(FieldError::new(path, issue.code, issue.message));
-    }
-
     /// The object at `path`, reporting unknown keys; `None` when it is not an object.
     fn object<'v>(&mut self, path: &str, value: &'v Value, known: &[&str]) -> Option<&'v Map<String, Value>> {
         let Value::Object(map) = value else {
@@ -166,15 +427,37 @@ impl Walker<'_> {
         Some(map)
     }
 
-    /// A string field parsed by `rule`. `nullable` false makes `null` an error.
-    fn string<T>(
+    /// A nested object walked by `walk`, or `null` inside a section (a top-level section
+    /// sent as `null` is a type error, as before).
+    fn section<T>(
+        &mut self,
+        map: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        known: &[&str],
+        walk: impl FnOnce(&mut Self, &Map<String, Value>, &str) -> T,
+    ) -> Patch<T> {
+        let top = path.is_empty();
+        let path = if top { key.to_owned() } else { format!("{path}.{key}") };
+        match map.get(key) {
+            None => Patch::Absent,
+            // A top-level section cannot be `null`: there is nothing to clear as a whole.
+            Some(Value::Null) if !top => Patch::Null,
+            Some(v) => match self.object(&path, v, known) {
+                Some(m) => Patch::Value(walk(self, m, &path)),
+                None => Patch::Absent,
+            },
+        }
+    }
+
+    /// A string field, as sent. `nullable` false makes `null` an error.
+    fn string(
         &mut self,
         map: &Map<String, Value>,
         section: &str,
         key: &str,
         nullable: bool,
-        rule: impl FnOnce(&str) -> Result<T, Issue>,
-    ) -> Patch<T> {
+    ) -> Patch<String> {
         let path = format!("{section}.{key}");
         match map.get(key) {
             None => Patch::Absent,
@@ -183,13 +466,7 @@ impl Walker<'_> {
                 self.errors.push(FieldError::new(path, "required", "cannot be null: this field is required"));
                 Patch::Absent
             }
-            Some(Value::String(s)) => match rule(s) {
-                Ok(v) => Patch::Value(v),
-                Err(issue) => {
-                    self.push(&path, issue);
-                    Patch::Absent
-                }
-            },
+            Some(Value::String(s)) => Patch::Value(s.clone()),
             Some(_) => {
                 self.errors.push(FieldError::new(path, "invalid_type", "must be a string or null"));
                 Patch::Absent
@@ -213,102 +490,110 @@ impl Walker<'_> {
         }
     }
 
-    fn personal(&mut self, value: &Value, u: &mut ProfileUpdate) {
-        const S: &str = "personal";
-        let known = [
-            "display_name",
-            "first_name",
-            "last_name",
-            "email",
-            "phone",
-            "avatar_url",
-            "bio",
-            "birth_date",
-            "city",
-            "country",
-        ];
-        let Some(m) = self.object(S, value, &known) else { return };
-        let today = self.today;
-        u.display_name = self.string(m, S, "display_name", false, |s| rules::text(s, 64));
-        u.first_name = self.string(m, S, "first_name", true, |s| rules::text(s, 100));
-        u.last_name = self.string(m, S, "last_name", true, |s| rules::text(s, 100));
-        u.email = self.string(m, S, "email", false, rules::email);
-        u.phone = self.string(m, S, "phone", true, rules::phone);
-        u.avatar_url = self.string(m, S, "avatar_url", true, rules::web_url);
-        u.bio = self.string(m, S, "bio", true, |s| rules::multiline_text(s, 500));
-        u.birth_date = self.string(m, S, "birth_date", true, |s| rules::birth_date(s, today));
-        u.city = self.string(m, S, "city", true, |s| rules::text(s, 100));
-        u.country = self.string(m, S, "country", true, rules::country);
-    }
-
-    fn preferences(&mut self, value: &Value, u: &mut ProfileUpdate) {
-        const S: &str = "preferences";
-        let known = ["language", "timezone", "theme", "currency", "notifications", "privacy"];
-        let Some(m) = self.object(S, value, &known) else { return };
-        u.language = self.string(m, S, "language", true, rules::language);
-        u.timezone = self.string(m, S, "timezone", true, rules::timezone);
-        u.theme = self.string(m, S, "theme", true, |s| {
-            rules::one_of(s, Theme::NAMES).map(|n| Theme::from_name(n).unwrap_or_default())
-        });
-        u.currency = self.string(m, S, "currency", true, rules::currency);
-        match m.get("notifications") {
-            None => {}
-            Some(Value::Null) => u.notifications = Patch::Null,
-            Some(v) => {
-                const N: &str = "preferences.notifications";
-                if let Some(n) = self.object(N, v, &["email", "sms", "push", "marketing"]) {
-                    u.notifications = Patch::Value(NotificationsPatch {
-                        email: self.boolean(n, N, "email"),
-                        sms: self.boolean(n, N, "sms"),
-                        push: self.boolean(n, N, "push"),
-                        marketing: self.boolean(n, N, "marketing"),
-                    });
-                }
-            }
-        }
-        match m.get("privacy") {
-            None => {}
-            Some(Value::Null) => u.privacy = Patch::Null,
-            Some(v) => {
-                const P: &str = "preferences.privacy";
-                if let Some(p) = self.object(P, v, &["profile_visibility", "show_activity"]) {
-                    u.privacy = Patch::Value(PrivacyPatch {
-                        profile_visibility: self.string(p, P, "profile_visibility", true, |s| {
-                            rules::one_of(s, Visibility::NAMES)
-                                .map(|n| Visibility::from_name(n).unwrap_or_default())
-                        }),
-                        show_activity: self.boolean(p, P, "show_activity"),
-                    });
-                }
-            }
+    fn personal(&mut self, m: &Map<String, Value>, s: &str) -> PersonalDocument {
+        PersonalDocument {
+            display_name: self.string(m, s, "display_name", false),
+            first_name: self.string(m, s, "first_name", true),
+            last_name: self.string(m, s, "last_name", true),
+            email: self.string(m, s, "email", false),
+            phone: self.string(m, s, "phone", true),
+            avatar_url: self.string(m, s, "avatar_url", true),
+            bio: self.string(m, s, "bio", true),
+            birth_date: self.string(m, s, "birth_date", true),
+            city: self.string(m, s, "city", true),
+            country: self.string(m, s, "country", true),
         }
     }
 
-    fn business(&mut self, value: &Value, u: &mut ProfileUpdate) {
-        const S: &str = "business";
-        let known = ["company_name", "job_title", "tax_id", "website", "billing_address"];
-        let Some(m) = self.object(S, value, &known) else { return };
-        u.company_name = self.string(m, S, "company_name", true, |s| rules::text(s, 120));
-        u.job_title = self.string(m, S, "job_title", true, |s| rules::text(s, 120));
-        u.tax_id = self.string(m, S, "tax_id", true, rules::tax_id);
-        u.website = self.string(m, S, "website", true, rules::web_url);
-        match m.get("billing_address") {
-            None => {}
-            Some(Value::Null) => u.billing_address = Patch::Null,
-            Some(v) => {
-                const B: &str = "business.billing_address";
-                let known = ["line1", "line2", "city", "postal_code", "country"];
-                if let Some(b) = self.object(B, v, &known) {
-                    u.billing_address = Patch::Value(BillingAddressPatch {
-                        line1: self.string(b, B, "line1", true, |s| rules::text(s, 200)),
-                        line2: self.string(b, B, "line2", true, |s| rules::text(s, 200)),
-                        city: self.string(b, B, "city", true, |s| rules::text(s, 200)),
-                        postal_code: self.string(b, B, "postal_code", true, |s| rules::text(s, 16)),
-                        country: self.string(b, B, "country", true, rules::country),
-                    });
+    fn preferences(&mut self, m: &Map<String, Value>, s: &str) -> PreferencesDocument {
+        PreferencesDocument {
+            language: self.string(m, s, "language", true),
+            timezone: self.string(m, s, "timezone", true),
+            theme: self.string(m, s, "theme", true),
+            currency: self.string(m, s, "currency", true),
+            notifications: self.section(
+                m,
+                s,
+                "notifications",
+                &["email", "sms", "push", "marketing"],
+                |w, n, p| NotificationsPatch {
+                    email: w.boolean(n, p, "email"),
+                    sms: w.boolean(n, p, "sms"),
+                    push: w.boolean(n, p, "push"),
+                    marketing: w.boolean(n, p, "marketing"),
+                },
+            ),
+            privacy: self.section(m, s, "privacy", &["profile_visibility", "show_activity"], |w, v, p| {
+                PrivacyDocument {
+                    profile_visibility: w.string(v, p, "profile_visibility", true),
+                    show_activity: w.boolean(v, p, "show_activity"),
                 }
+            }),
+        }
+    }
+
+    fn business(&mut self, m: &Map<String, Value>, s: &str) -> BusinessDocument {
+        const ADDRESS: &[&str] = &["line1", "line2", "city", "postal_code", "country"];
+        BusinessDocument {
+            company_name: self.string(m, s, "company_name", true),
+            job_title: self.string(m, s, "job_title", true),
+            tax_id: self.string(m, s, "tax_id", true),
+            website: self.string(m, s, "website", true),
+            billing_address: self.section(m, s, "billing_address", ADDRESS, |w, a, p| {
+                BillingAddressDocument {
+                    line1: w.string(a, p, "line1", true),
+                    line2: w.string(a, p, "line2", true),
+                    city: w.string(a, p, "city", true),
+                    postal_code: w.string(a, p, "postal_code", true),
+                    country: w.string(a, p, "country", true),
+                }
+            }),
+        }
+    }
+}
+
+const PERSONAL: &[&str] = &[
+    "display_name",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "avatar_url",
+    "bio",
+    "birth_date",
+    "city",
+    "country",
+];
+const PREFERENCES: &[&str] = &["language", "timezone", "theme", "currency", "notifications", "privacy"];
+const BUSINESS: &[&str] = &["company_name", "job_title", "tax_id", "website", "billing_address"];
+
+impl PatchDocument {
+    /// The structural pass: the document's shape, its raw values, and the structural
+    /// problems (unknown and read-only keys, wrong JSON types, `null` on a required field).
+    fn read(doc: &Value) -> (Self, Vec<FieldError>) {
+        let mut errors = Vec::new();
+        let Value::Object(top) = doc else {
+            return (
+                Self::default(),
+                vec![FieldError::new("", "invalid_type", "the patch must be a JSON object")],
+            );
+        };
+        let mut w = Walker { errors: &mut errors };
+        let document = PatchDocument {
+            personal: w.section(top, "", "personal", PERSONAL, Walker::personal),
+            preferences: w.section(top, "", "preferences", PREFERENCES, Walker::preferences),
+            business: w.section(top, "", "business", BUSINESS, Walker::business),
+        };
+        for key in top.keys().map(String::as_str) {
+            match key {
+                "personal" | "preferences" | "business" => {}
+                k if READ_ONLY.contains(&k) => {
+                    errors.push(FieldError::new(k, "read_only", "is read-only and cannot be changed"))
+                }
+                k => errors.push(FieldError::new(k, "unknown_field", "is not a field of the profile")),
             }
         }
+        (document, errors)
     }
 }
 
@@ -326,24 +611,11 @@ impl ProfileUpdate {
     /// document, so that checks needing the stored state (a billing address complete
     /// after merging) can still run and be reported in the same response.
     pub fn parse_partial(doc: &Value, today: NaiveDate) -> (Self, Vec<FieldError>) {
-        let mut errors = Vec::new();
-        let mut update = ProfileUpdate::default();
-        let Value::Object(top) = doc else {
-            return (update, vec![FieldError::new("", "invalid_type", "the patch must be a JSON object")]);
-        };
-        let mut w = Walker { errors: &mut errors, today };
-        for (key, value) in top {
-            match key.as_str() {
-                "personal" => w.personal(value, &mut update),
-                "preferences" => w.preferences(value, &mut update),
-                "business" => w.business(value, &mut update),
-                k if READ_ONLY.contains(&k) => {
-                    w.errors.push(FieldError::new(k, "read_only", "is read-only and cannot be changed"))
-                }
-                k => w.errors.push(FieldError::new(k, "unknown_field", "is not a field of the profile")),
-            }
+        let (document, mut errors) = PatchDocument::read(doc);
+        if let Err(report) = garde::Validate::validate_with(&document, &today) {
+            errors.extend(report.iter().map(|(path, e)| from_garde(path, e)));
         }
-        (update, errors)
+        (document.into_update(today), errors)
     }
 
     /// The one validation path of every transport: a merge-patch document (HTTP sends
@@ -352,7 +624,9 @@ impl ProfileUpdate {
         let (update, problems) = Self::parse_partial(doc, today);
         ParsedUpdate { update, problems }
     }
+}
 
+impl ProfileUpdate {
     /// Merges the patch into `fields` and the account's e-mail and username. Returns the
     /// new fields and, when it differs from `current_email`, the new e-mail. Fails with
     /// the cross-field problems (a billing address missing line1, city or country after
@@ -367,24 +641,24 @@ impl ProfileUpdate {
         let p = &mut f.personal;
         match &self.display_name {
             // Sending back the username shown for an unset display name changes nothing.
-            Patch::Value(v) if p.display_name.is_none() && v == username => {}
-            Patch::Value(v) => p.display_name = Some(v.clone()),
+            Patch::Value(v) if p.display_name.is_none() && v.as_str() == username => {}
+            Patch::Value(v) => p.display_name = Some(v.as_str().to_owned()),
             _ => {}
         }
-        self.first_name.merge_opt(&mut p.first_name);
-        self.last_name.merge_opt(&mut p.last_name);
-        self.phone.merge_opt(&mut p.phone);
-        self.avatar_url.merge_opt(&mut p.avatar_url);
-        self.bio.merge_opt(&mut p.bio);
+        self.first_name.merge_text(&mut p.first_name);
+        self.last_name.merge_text(&mut p.last_name);
+        self.phone.merge_text(&mut p.phone);
+        self.avatar_url.merge_text(&mut p.avatar_url);
+        self.bio.merge_text(&mut p.bio);
         self.birth_date.merge_opt(&mut p.birth_date);
-        self.city.merge_opt(&mut p.city);
-        self.country.merge_opt(&mut p.country);
+        self.city.merge_text(&mut p.city);
+        self.country.merge_text(&mut p.country);
 
         let pr = &mut f.preferences;
-        self.language.merge_default(&mut pr.language, || Preferences::DEFAULT_LANGUAGE.to_owned());
-        self.timezone.merge_default(&mut pr.timezone, || Preferences::DEFAULT_TIMEZONE.to_owned());
+        self.language.merge_default_with(&mut pr.language, || Preferences::DEFAULT_LANGUAGE.to_owned(), text);
+        self.timezone.merge_default_with(&mut pr.timezone, || Preferences::DEFAULT_TIMEZONE.to_owned(), text);
         self.theme.merge_default(&mut pr.theme, Theme::default);
-        self.currency.merge_default(&mut pr.currency, || Preferences::DEFAULT_CURRENCY.to_owned());
+        self.currency.merge_default_with(&mut pr.currency, || Preferences::DEFAULT_CURRENCY.to_owned(), text);
         match &self.notifications {
             Patch::Absent => {}
             Patch::Null => pr.notifications = Notifications::default(),
@@ -409,10 +683,10 @@ impl ProfileUpdate {
         }
 
         let b = &mut f.business;
-        self.company_name.merge_opt(&mut b.company_name);
-        self.job_title.merge_opt(&mut b.job_title);
-        self.tax_id.merge_opt(&mut b.tax_id);
-        self.website.merge_opt(&mut b.website);
+        self.company_name.merge_text(&mut b.company_name);
+        self.job_title.merge_text(&mut b.job_title);
+        self.tax_id.merge_text(&mut b.tax_id);
+        self.website.merge_text(&mut b.website);
         match &self.billing_address {
             Patch::Absent => {}
             Patch::Null => b.billing_address = None,
@@ -424,11 +698,11 @@ impl ProfileUpdate {
                 let mut city = cur.map(|a| a.city.clone());
                 let mut postal_code = cur.and_then(|a| a.postal_code.clone());
                 let mut country = cur.map(|a| a.country.clone());
-                ap.line1.merge_opt(&mut line1);
-                ap.line2.merge_opt(&mut line2);
-                ap.city.merge_opt(&mut city);
-                ap.postal_code.merge_opt(&mut postal_code);
-                ap.country.merge_opt(&mut country);
+                ap.line1.merge_text(&mut line1);
+                ap.line2.merge_text(&mut line2);
+                ap.city.merge_text(&mut city);
+                ap.postal_code.merge_text(&mut postal_code);
+                ap.country.merge_text(&mut country);
                 match (line1, city, country) {
                     (Some(line1), Some(city), Some(country)) => {
                         b.billing_address = Some(BillingAddress { line1, line2, city, postal_code, country });
@@ -456,9 +730,138 @@ impl ProfileUpdate {
         }
 
         let new_email = match &self.email {
-            Patch::Value(e) if e != current_email => Some(e.clone()),
+            Patch::Value(e) if e.as_str() != current_email => Some(e.as_str().to_owned()),
             _ => None,
         };
         Ok((f, new_email))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()
+    }
+
+    fn problems(doc: Value) -> Vec<(String, &'static str, String)> {
+        let mut v: Vec<_> = ProfileUpdate::from_merge_patch(&doc, today())
+            .problems
+            .into_iter()
+            .map(|e| (e.field, e.code, e.message))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn garde_reports_nested_rules_by_dotted_path_with_codes_and_messages() {
+        let got = problems(json!({
+            "preferences": { "privacy": { "profile_visibility": "friends" }, "language": "en_GB" },
+            "business": { "billing_address": { "country": "AA", "postal_code": "1234567890abcdefg" } },
+            "personal": { "bio": "a\tb", "birth_date": "2020-01-01" }
+        }));
+        let want = vec![
+            (
+                "business.billing_address.country",
+                "invalid_country",
+                "must be an ISO 3166-1 alpha-2 country code such as GB",
+            ),
+            ("business.billing_address.postal_code", "too_long", "must be at most 16 characters"),
+            (
+                "personal.bio",
+                "control_characters",
+                "must not contain control or invisible formatting characters other than line breaks",
+            ),
+            ("personal.birth_date", "age_out_of_range", "age must be between 13 and 130 years"),
+            (
+                "preferences.language",
+                "invalid_language",
+                "must be a BCP 47 language tag such as en, en-GB or zh-Hant-TW",
+            ),
+            (
+                "preferences.privacy.profile_visibility",
+                "invalid_choice",
+                "must be one of: public, contacts, private",
+            ),
+        ];
+        let want: Vec<_> = want.into_iter().map(|(f, c, m)| (f.to_owned(), c, m.to_owned())).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn structural_and_rule_problems_merge_into_one_list() {
+        let got = problems(json!({
+            "personal": { "phone": 5, "city": " ", "display_name": null, "x": 1 },
+            "preferences": { "notifications": { "sms": "yes" }, "theme": "neon" },
+            "rewards": {}
+        }));
+        let fields: Vec<_> = got.iter().map(|(f, c, _)| (f.as_str(), *c)).collect();
+        assert_eq!(
+            fields,
+            [
+                ("personal.city", "empty"),
+                ("personal.display_name", "required"),
+                ("personal.phone", "invalid_type"),
+                ("personal.x", "unknown_field"),
+                ("preferences.notifications.sms", "invalid_type"),
+                ("preferences.theme", "invalid_choice"),
+                ("rewards", "read_only"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_null_section_is_a_type_error_a_null_nested_object_is_not() {
+        let got = problems(
+            json!({ "personal": null, "preferences": null, "business": { "billing_address": null } }),
+        );
+        let fields: Vec<_> = got.iter().map(|(f, c, _)| (f.as_str(), *c)).collect();
+        assert_eq!(fields, [("personal", "invalid_type"), ("preferences", "invalid_type")]);
+        let parsed =
+            ProfileUpdate::from_merge_patch(&json!({ "business": { "billing_address": null } }), today());
+        assert_eq!(parsed.update.billing_address, Patch::Null);
+    }
+
+    #[test]
+    fn valid_values_become_typed_and_normalised() {
+        let parsed = ProfileUpdate::from_merge_patch(
+            &json!({
+                "personal": { "phone": " +442071234567 ", "country": "gb", "city": null },
+                "preferences": { "timezone": "europe/london", "privacy": { "profile_visibility": "Public" } },
+                "business": { "billing_address": { "country": "fr", "line2": null } }
+            }),
+            today(),
+        );
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        let u = parsed.update;
+        assert_eq!(u.phone, Patch::Value(Phone::parse("+442071234567").unwrap()));
+        assert_eq!(u.country, Patch::Value(CountryCode::parse("GB").unwrap()));
+        assert_eq!(u.city, Patch::Null);
+        assert_eq!(u.timezone, Patch::Value(TimeZone::parse("Europe/London").unwrap()));
+        assert!(matches!(
+            u.privacy,
+            Patch::Value(PrivacyPatch { profile_visibility: Patch::Value(Visibility::Public), .. })
+        ));
+        let Patch::Value(a) = u.billing_address else { panic!("address") };
+        assert_eq!(
+            (a.country.clone(), a.line2.clone(), a.line1.clone()),
+            (Patch::Value(CountryCode::parse("FR").unwrap()), Patch::Null, Patch::Absent)
+        );
+    }
+
+    #[test]
+    fn every_rule_code_survives_the_trip_through_garde() {
+        for code in rules::CODES {
+            let e = to_garde(Issue { code, message: "m: with a colon".into() });
+            let f = from_garde(&garde::Path::new("personal").join("x"), &e);
+            assert_eq!(
+                (f.field.as_str(), f.code, f.message.as_str()),
+                ("personal.x", *code, "m: with a colon")
+            );
+        }
     }
 }

@@ -14,6 +14,7 @@ use email_address::{EmailAddress, Options as EmailOptions};
 use iso_currency::Currency;
 use isocountry::CountryCode;
 use language_tags::LanguageTag;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use url::Url;
 
 /// Why one value was refused: a stable machine code and a human message.
@@ -38,6 +39,24 @@ impl fmt::Display for Issue {
 }
 
 impl std::error::Error for Issue {}
+
+/// Every code a rule of this module gives, for transports that carry codes as text.
+pub const CODES: &[&str] = &[
+    "empty",
+    "too_long",
+    "control_characters",
+    "invalid_email",
+    "invalid_phone",
+    "invalid_url",
+    "invalid_date",
+    "age_out_of_range",
+    "invalid_country",
+    "invalid_language",
+    "invalid_timezone",
+    "invalid_currency",
+    "invalid_tax_id",
+    "invalid_choice",
+];
 
 /// Maximum length of an email address, in characters.
 pub const EMAIL_MAX_CHARS: usize = 254;
@@ -66,32 +85,10 @@ fn check_max_len(s: &str, max_chars: usize) -> Result<(), Issue> {
     }
 }
 
-/// Unicode general category Cf (format), complete as of Unicode 15.
+/// Unicode general category Cf (format), from the `unicode-properties` tables (kept by
+/// the unicode-rs project, regenerated for each Unicode version).
 fn is_format_char(c: char) -> bool {
-    matches!(
-        c as u32,
-        0x00AD
-            | 0x0600..=0x0605
-            | 0x061C
-            | 0x06DD
-            | 0x070F
-            | 0x0890..=0x0891
-            | 0x08E2
-            | 0x180E
-            | 0x200B..=0x200F
-            | 0x202A..=0x202E
-            | 0x2060..=0x2064
-            | 0x2066..=0x206F
-            | 0xFEFF
-            | 0xFFF9..=0xFFFB
-            | 0x110BD
-            | 0x110CD
-            | 0x13430..=0x1343F
-            | 0x1BCA0..=0x1BCA3
-            | 0x1D173..=0x1D17A
-            | 0xE0001
-            | 0xE0020..=0xE007F
-    )
+    c.general_category() == GeneralCategory::Format
 }
 
 /// A "control character" in the sense of the spec: category Cc, or Cf other than U+200D

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
+use headers::{ETag, HeaderMapExt};
 use profile_core::ProfileRead;
-use profile_core::domain::{EntityTag, Precondition, ProfileUpdate};
+use profile_core::domain::ProfileUpdate;
 use profile_core::ports::Timings;
 use warp::Buf;
 use warp::Rejection;
-use warp::http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, VARY,
-};
+use warp::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, VARY};
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::hyper::body::Body as _;
 use warp::reject::{
     InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader, PayloadTooLarge,
     UnsupportedMediaType,
@@ -22,8 +22,8 @@ use warp::reject::{
 use warp::reply::Response;
 
 use crate::Ctx;
-use crate::auth;
 use crate::problem::{self, Kind};
+use crate::{auth, conditional};
 
 /// Largest accepted PATCH body, in bytes.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -38,8 +38,8 @@ pub(crate) async fn get_profile(ctx: Arc<Ctx>, start: Instant, headers: HeaderMa
     };
     match ctx.state.service.get(user).await {
         Ok(read) => {
-            let etag = quoted(&read.view.etag());
-            if if_none_match(&headers, &etag) {
+            let etag = conditional::etag(&read.view.etag());
+            if etag.as_ref().is_some_and(|e| conditional::not_modified(&headers, e)) {
                 return not_modified(etag, &read.timings, start);
             }
             profile_response(&read, etag, start)
@@ -78,13 +78,10 @@ where
         // serde's message names only a line and column, never the input itself.
         Err(e) => return problem::problem(Kind::BadRequest, format!("The body is not valid JSON: {e}.")),
     };
-    let precondition = precondition(if_match(&headers).as_deref());
+    let precondition = conditional::precondition(&headers);
     let parsed = ProfileUpdate::from_merge_patch(&doc, ctx.state.service.today());
     match ctx.state.service.update(user, parsed, precondition).await {
-        Ok(read) => {
-            let etag = quoted(&read.view.etag());
-            profile_response(&read, etag, start)
-        }
+        Ok(read) => profile_response(&read, conditional::etag(&read.view.etag()), start),
         Err(e) => problem::service_error(e),
     }
 }
@@ -121,6 +118,17 @@ pub(crate) fn openapi() -> Response {
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
+}
+
+/// The answer to `HEAD`: the `GET` answer's status and headers, its body dropped. The
+/// `Content-Length` a `GET` would carry is kept (none for `304`, which has no content).
+pub(crate) fn without_body(res: Response) -> Response {
+    let (mut parts, body) = res.into_parts();
+    let has_content = !matches!(parts.status, StatusCode::NOT_MODIFIED | StatusCode::NO_CONTENT);
+    if let Some(n) = body.size_hint().exact().filter(|_| has_content) {
+        parts.headers.entry(CONTENT_LENGTH).or_insert_with(|| HeaderValue::from(n));
+    }
+    Response::from_parts(parts, Default::default())
 }
 
 /// The one `recover`: whatever warp rejected becomes a problem document.
@@ -208,83 +216,10 @@ fn is_json_media_type(value: Option<&HeaderValue>) -> bool {
         || essence.eq_ignore_ascii_case("application/json")
 }
 
-/// The `If-Match` field as one list (several field lines are one comma-joined list).
-fn if_match(headers: &HeaderMap) -> Option<String> {
-    let mut values = headers.get_all(IF_MATCH).iter();
-    let first = values.next()?;
-    // A value that is not text can match no ETag; an empty string keeps it a precondition.
-    let mut joined = first.to_str().unwrap_or("").to_owned();
-    for v in values {
-        joined.push_str(", ");
-        joined.push_str(v.to_str().unwrap_or(""));
-    }
-    Some(joined)
-}
-
-/// An entity tag as HTTP sends it: quoted.
-fn quoted(tag: &EntityTag) -> String {
-    format!("\"{tag}\"")
-}
-
-/// `If-Match` as the core's precondition (RFC 9110 §13.1.1: strong comparison); a
-/// malformed list matches nothing.
-fn precondition(if_match: Option<&str>) -> Precondition {
-    let Some(list) = if_match else { return Precondition::None };
-    if list.trim() == "*" {
-        return Precondition::Any;
-    }
-    let mut tags = Vec::new();
-    for item in list.split(',').map(str::trim) {
-        match item.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-            Some(t) if !t.contains('"') => tags.push(EntityTag::new(t)),
-            _ => return Precondition::OneOf(Vec::new()),
-        }
-    }
-    Precondition::OneOf(tags)
-}
-
-/// `If-None-Match` evaluation (RFC 9110 §13.1.2): `*`, or any listed entity tag equal
-/// to ours under weak comparison.
-fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
-    let ours = opaque(etag.as_bytes());
-    headers.get_all(IF_NONE_MATCH).iter().any(|v| list_matches(v.as_bytes(), ours))
-}
-
-fn opaque(tag: &[u8]) -> &[u8] {
-    tag.strip_prefix(b"W/").unwrap_or(tag)
-}
-
-/// Walks an entity-tag list; a comma may sit inside a quoted tag, so split by quotes.
-fn list_matches(mut s: &[u8], ours: &[u8]) -> bool {
-    loop {
-        while let [b' ' | b'\t' | b',', rest @ ..] = s {
-            s = rest;
-        }
-        match s {
-            [] => return false,
-            [b'*', ..] => return true,
-            _ => {}
-        }
-        s = opaque(s);
-        if s.first() != Some(&b'"') {
-            // Malformed: nothing further in this line can be trusted to parse.
-            return false;
-        }
-        let Some(close) = s[1..].iter().position(|b| *b == b'"') else {
-            return false;
-        };
-        let (tag, rest) = s.split_at(close + 2);
-        if tag == ours {
-            return true;
-        }
-        s = rest;
-    }
-}
-
 /// Headers shared by `200` and `304` of the profile.
-fn cache_headers(h: &mut HeaderMap, etag: String, timings: &Timings, start: Instant) {
-    if let Ok(v) = HeaderValue::try_from(etag) {
-        h.insert(ETAG, v);
+fn cache_headers(h: &mut HeaderMap, etag: Option<ETag>, timings: &Timings, start: Instant) {
+    if let Some(etag) = etag {
+        h.typed_insert(etag);
     }
     h.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
     h.insert(VARY, HeaderValue::from_static("Authorization"));
@@ -293,7 +228,7 @@ fn cache_headers(h: &mut HeaderMap, etag: String, timings: &Timings, start: Inst
     }
 }
 
-fn profile_response(read: &ProfileRead, etag: String, start: Instant) -> Response {
+fn profile_response(read: &ProfileRead, etag: Option<ETag>, start: Instant) -> Response {
     let mut res = Response::new(read.view.to_json().into());
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -301,7 +236,7 @@ fn profile_response(read: &ProfileRead, etag: String, start: Instant) -> Respons
     res
 }
 
-fn not_modified(etag: String, timings: &Timings, start: Instant) -> Response {
+fn not_modified(etag: Option<ETag>, timings: &Timings, start: Instant) -> Response {
     let mut res = Response::default();
     *res.status_mut() = StatusCode::NOT_MODIFIED;
     cache_headers(res.headers_mut(), etag, timings, start);
@@ -336,35 +271,6 @@ fn server_timing(t: &Timings, total: Duration) -> String {
 mod tests {
     use super::*;
 
-    const TAG: &str = "\"abc\"";
-
-    fn inm(v: &'static str) -> bool {
-        let mut h = HeaderMap::new();
-        h.insert(IF_NONE_MATCH, HeaderValue::from_static(v));
-        if_none_match(&h, TAG)
-    }
-
-    #[test]
-    fn if_none_match_lists_and_weak_tags() {
-        assert!(inm("\"abc\""));
-        assert!(inm("W/\"abc\""));
-        assert!(inm("*"));
-        assert!(inm("\"x\", \"abc\""));
-        assert!(inm("\"a,b\",W/\"abc\""));
-        assert!(!inm("\"abcd\""));
-        assert!(!inm("abc"));
-        assert!(!inm("\"abc"));
-        assert!(!inm(""));
-    }
-
-    #[test]
-    fn if_none_match_across_field_lines() {
-        let mut h = HeaderMap::new();
-        h.append(IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
-        h.append(IF_NONE_MATCH, HeaderValue::from_static("\"abc\""));
-        assert!(if_none_match(&h, TAG));
-    }
-
     #[test]
     fn media_types() {
         let ok = |v: &'static str| is_json_media_type(Some(&HeaderValue::from_static(v)));
@@ -374,15 +280,6 @@ mod tests {
         assert!(!ok("text/plain"));
         assert!(!ok("application/jsonx"));
         assert!(!is_json_media_type(None));
-    }
-
-    #[test]
-    fn if_match_joins_lines() {
-        let mut h = HeaderMap::new();
-        assert_eq!(if_match(&h), None);
-        h.append(IF_MATCH, HeaderValue::from_static("\"a\""));
-        h.append(IF_MATCH, HeaderValue::from_static("\"b\""));
-        assert_eq!(if_match(&h).as_deref(), Some("\"a\", \"b\""));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `warp::test`).
 
 mod auth;
+mod conditional;
 mod handlers;
 mod observe;
 mod problem;
@@ -76,8 +77,8 @@ pub fn routes(
     // 405 with `Allow` rather than a 404. Nothing after a method filter may reject, or
     // the next alternative (the 405) would run instead.
     let profile = {
-        let get = warp::get()
-            .and(with_ctx.clone())
+        let read = with_ctx
+            .clone()
             .and(now())
             .and(warp::header::headers_cloned())
             .then(|ctx, start, headers| Box::pin(handlers::get_profile(ctx, start, headers)));
@@ -87,15 +88,13 @@ pub fn routes(
             .and(warp::header::headers_cloned())
             .and(warp::body::stream())
             .then(|ctx, start, headers, body| Box::pin(handlers::patch_profile(ctx, start, headers, body)));
-        let other = warp::any().map(|| problem::method_not_allowed("GET, PATCH"));
-        warp::path!("user" / "profile").and(get.or(patch).unify().or(other).unify())
+        let other = warp::any().map(|| problem::method_not_allowed("GET, HEAD, PATCH"));
+        warp::path!("user" / "profile").and(get_or_head(read).or(patch).unify().or(other).unify())
     };
-    let healthz = warp::path!("healthz").and(warp::get().map(handlers::healthz).or(get_only()).unify());
-    let readyz = warp::path!("readyz")
-        .and(warp::get().and(with_ctx.clone()).then(handlers::readyz).or(get_only()).unify());
-    let metrics =
-        warp::path!("metrics").and(warp::get().and(with_ctx).map(handlers::metrics).or(get_only()).unify());
-    let openapi = warp::path!("openapi.yaml").and(warp::get().map(handlers::openapi).or(get_only()).unify());
+    let healthz = warp::path!("healthz").and(get_and_head(warp::any().map(handlers::healthz)));
+    let readyz = warp::path!("readyz").and(get_and_head(with_ctx.clone().then(handlers::readyz)));
+    let metrics = warp::path!("metrics").and(get_and_head(with_ctx.map(handlers::metrics)));
+    let openapi = warp::path!("openapi.yaml").and(get_and_head(warp::any().map(handlers::openapi)));
 
     let api = profile
         .or(healthz)
@@ -121,8 +120,24 @@ pub fn routes(
         .map(observe::finish)
 }
 
-fn get_only() -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    warp::any().map(|| problem::method_not_allowed("GET"))
+/// `GET` answered by `read`, and `HEAD` with the same status and headers and no body
+/// (RFC 9110 §9.3.2); other methods are rejected.
+fn get_or_head<F>(read: F) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone
+where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync,
+{
+    let get = warp::get().and(read.clone());
+    let head = warp::head().and(read).map(handlers::without_body);
+    get.or(head).unify()
+}
+
+/// A read-only route: [`get_or_head`], and any other method `405` naming both.
+fn get_and_head<F>(read: F) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone
+where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync,
+{
+    let other = warp::any().map(|| problem::method_not_allowed("GET, HEAD"));
+    get_or_head(read).or(other).unify()
 }
 
 /// Serves [`routes`] on an already bound listener until `shutdown` resolves; then stops

@@ -360,3 +360,55 @@ async fn no_error_body_carries_the_token_or_email() {
         );
     }
 }
+
+#[tokio::test]
+async fn malformed_if_none_match_is_ignored() {
+    let app = App::new();
+    let etag = header(&app.get(ACTIVE).await, "etag").expect("etag").to_owned();
+    for value in [
+        "*+$KE7X -C$b".to_owned(),
+        format!("{etag}, garbage"),
+        format!("*, {etag}"),
+        format!("{etag} {etag}"),
+        etag.trim_matches('"').to_owned(),
+    ] {
+        let res = get_if_none_match(&app, &value).await;
+        assert_eq!(res.status(), 200, "If-None-Match: {value}");
+        assert!(!res.body().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn if_match_lists_weak_tags_star_and_malformed_values() {
+    let app = App::new();
+    let patch = |if_match: String, city: &str| {
+        warp::test::request()
+            .method("PATCH")
+            .path("/user/profile")
+            .header("authorization", format!("Bearer {}", app.token(ACTIVE)))
+            .header("content-type", "application/json")
+            .header("if-match", if_match)
+            .body(json!({"personal": {"city": city}}).to_string())
+    };
+    let etag = header(&app.get(ACTIVE).await, "etag").expect("etag").to_owned();
+    for value in [
+        format!("W/{etag}"),
+        format!("{etag}, garbage"),
+        format!("*, {etag}"),
+        etag.trim_matches('"').to_owned(),
+        "*+$KE7X -C$b".to_owned(),
+        String::new(),
+    ] {
+        let res = patch(value.clone(), "Paris").reply(&app.routes()).await;
+        assert_problem(&res, 412);
+        assert_eq!(app.profiles.get(ACTIVE), None, "nothing written for If-Match: {value:?}");
+    }
+    let res = patch(format!("\"stale\", {etag}"), "London").reply(&app.routes()).await;
+    assert_eq!(res.status(), 200, "a list naming the current tag");
+    let etag = header(&res, "etag").expect("etag").to_owned();
+    let res = patch(format!("W/\"x\", {etag}"), "Paris").reply(&app.routes()).await;
+    assert_eq!(res.status(), 200, "a weak tag beside the current strong one");
+    let res = patch("*".to_owned(), "Rome").reply(&app.routes()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(&res)["version"], 3);
+}

@@ -130,3 +130,37 @@ async fn drain_is_bounded_by_the_timeout() {
     assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "took {took:?}");
     stuck.abort();
 }
+
+/// The value of `name` in a raw HTTP/1.1 answer's head.
+fn head_field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let head = text.split("\r\n\r\n").next()?;
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[tokio::test]
+async fn head_on_a_socket_sends_the_get_length_and_no_body() {
+    let app = App::new();
+    let mut server = start(&app, Duration::from_secs(5)).await;
+    let token = app.token(ACTIVE);
+    // Warm the rewards cache so both answers carry the same document.
+    exchange(server.addr, &get_request(&token)).await.expect("get");
+    for (path, auth) in [("/user/profile", true), ("/healthz", false), ("/openapi.yaml", false)] {
+        let auth = if auth { format!("Authorization: Bearer {token}\r\n") } else { String::new() };
+        let req = |m: &str| format!("{m} {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n");
+        let (get_status, get) = exchange(server.addr, req("GET").as_bytes()).await.expect("get");
+        let (head_status, head) = exchange(server.addr, req("HEAD").as_bytes()).await.expect("head");
+        assert_eq!((get_status, head_status), (200, 200), "{path}");
+        let body_len = get.split_once("\r\n\r\n").map(|(_, b)| b.len()).expect("body");
+        let length = body_len.to_string();
+        assert_eq!(head_field(&get, "content-length"), Some(length.as_str()), "GET {path}");
+        assert_eq!(head_field(&head, "content-length"), Some(length.as_str()), "HEAD {path}");
+        assert_eq!(head_field(&head, "content-type"), head_field(&get, "content-type"), "{path}");
+        assert_eq!(head_field(&head, "etag"), head_field(&get, "etag"), "{path}");
+        assert!(head.ends_with("\r\n\r\n"), "HEAD {path} sent a body: {head}");
+    }
+    let _ = server.stop.take().map(|tx| tx.send(()));
+    tokio::time::timeout(Duration::from_secs(5), server.task).await.expect("stops").expect("joins");
+}

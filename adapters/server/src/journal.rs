@@ -12,12 +12,24 @@ use profile_core::{ProfileService, RecoveryReport};
 /// by the next update of its user at once; this bounds how long others wait.
 const SETTLE_EVERY: Duration = Duration::from_secs(1);
 
-/// [`Executor`] on the current tokio runtime.
-pub struct TokioExecutor;
+/// [`Executor`] on the current tokio runtime. Tracks what it spawned, so shutdown can
+/// wait for writes whose clients went away.
+#[derive(Default, Clone)]
+pub struct TokioExecutor {
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl TokioExecutor {
+    /// Waits, at most `limit`, for every write spawned so far to finish.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
+    }
+}
 
 impl Executor for TokioExecutor {
     fn spawn(&self, task: BoxFuture<'static, ()>) {
-        tokio::spawn(task);
+        self.tasks.spawn(task);
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {

@@ -188,6 +188,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         Duration::from_secs(args.profile_cache_ttl_s),
         rewards_window,
     )?;
+    let executor = TokioExecutor::default();
     let service = Arc::new(
         ProfileService::new(
             main.clone(),
@@ -197,7 +198,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
             Arc::new(SystemClock),
             ServiceConfig { rewards_window, ..ServiceConfig::default() },
         )
-        .with_executor(Arc::new(TokioExecutor)),
+        .with_executor(Arc::new(executor.clone())),
     );
 
     // Carry through e-mail changes a previous process left half-done; one that cannot be
@@ -261,6 +262,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     )
     .await;
 
+    if !executor.drain(Duration::from_secs(args.shutdown_timeout_s)).await {
+        tracing::warn!("writes still running at shutdown; the journal settles any left half-done");
+    }
     tracing::info!("shutting down: closing pools");
     upkeep.abort();
     settler.abort();

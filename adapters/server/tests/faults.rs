@@ -93,8 +93,8 @@ async fn a_locked_database_refuses_writes_with_503_and_reads_go_on() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 
-    // The main database locked: an e-mail change is refused whole (the journal rolls its
-    // intent back); a change of profile fields only does not need it and goes through.
+    // The main database locked: an e-mail change answers 503 and is left to the journal;
+    // a change of profile fields only does not need the main database and goes through.
     let lock = WriteLock::hold(&dbs.main());
     let r = http
         .patch(&url, &u2, &json!({"personal": {"email": "two.newer@example.com", "city": "Tromso"}}), &[])
@@ -103,9 +103,40 @@ async fn a_locked_database_refuses_writes_with_503_and_reads_go_on() {
     let r = http.patch(&url, &u1, &json!({"personal": {"city": "Lyon"}}), &[]).await;
     assert_eq!(r.status, 200, "profile-only PATCH with the main db locked: {}", r.text());
     let p2 = http.get(&url, &u2).await.json();
-    assert_eq!(p2["personal"]["email"], "two.new@example.com");
+    assert_eq!(p2["personal"]["email"], "two.new@example.com", "the state before the change, whole");
     assert_eq!(p2["personal"]["city"], "Bergen");
+    // The unfinished change cannot be settled while the lock lasts: counted as stuck,
+    // and it holds up nobody else.
+    let metric = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("journal_entries_stuck "))
+            .map(|l| l.split(' ').nth(1).unwrap_or("").to_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = http.send("GET", &server.url("/metrics"), &[], None).await.text();
+        if metric(&m).as_deref() == Some("1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stuck entry never showed in /metrics: {:?}", metric(&m));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = http.patch(&url, &u1, &json!({"personal": {"city": "Nice"}}), &[]).await;
+    assert_eq!(r.status, 200, "other users' PATCHes go on beside a stuck entry: {}", r.text());
     drop(lock);
+    // Released: the settler carries the change through by itself (rolled forward).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p2 = http.get(&url, &u2).await.json();
+        if p2["personal"]["email"] == "two.newer@example.com" {
+            assert_eq!(p2["personal"]["city"], "Tromso", "e-mail and fields together");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the change was never settled: {p2}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let m = http.send("GET", &server.url("/metrics"), &[], None).await.text();
+    assert_eq!(metric(&m).as_deref(), Some("0"), "nothing stuck once settled");
     let r = http
         .patch(&url, &u2, &json!({"personal": {"email": "two.newer@example.com", "city": "Tromso"}}), &[])
         .await;
