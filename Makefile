@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/profile-api
 
-.PHONY: run build test lint openapi-lint fmt fmt-check fuzz bench soak clean
+.PHONY: redis-server-bin run build test lint openapi-lint fmt fmt-check fuzz bench soak clean
 
 ## run: build (release) and start the service in demo mode on 127.0.0.1:8080
 run:
@@ -16,6 +16,11 @@ build:
 ## test: every test of the workspace (unit, contract, adapter, end-to-end)
 test:
 	$(CARGO) test --workspace
+
+# The shared-cache tests need the redis-server binary (installed when missing, as root).
+test: redis-server-bin
+redis-server-bin:
+	bash .ci/redis-server
 
 ## lint: formatting, clippy with warnings denied, and openapi.yaml under Spectral's
 ## OpenAPI ruleset (pinned @stoplight/spectral-cli, installed with npm under target/)
