@@ -163,3 +163,21 @@ async fn a_paused_redis_is_detected_and_its_old_entries_are_unusable_when_it_is_
     a.put_profile(snapshot(1, 2)).await;
     assert_eq!(version(&b, 1).await, Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_starts_without_redis_and_connects_later_by_itself() {
+    let port = profile_cache_redis::testing::free_port();
+    let ttl = Duration::from_secs(60);
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let a = RedisCache::start(config(url, ttl), MemoryCache::with_profile_ttl(ttl)).expect("start");
+    let t = Instant::now();
+    a.put_profile(snapshot(1, 1)).await;
+    assert_eq!(version(&a, 1).await, None, "served a profile without the shared cache");
+    assert!(t.elapsed() < Duration::from_millis(50), "an absent Redis cost {:?}", t.elapsed());
+    assert!(!a.is_connected());
+    let redis = RedisServer::start_on(port);
+    assert!(a.wait_connected(Duration::from_secs(5)).await, "never connected once Redis was up");
+    let b = cache(&redis, ttl).await;
+    a.put_profile(snapshot(1, 2)).await;
+    assert_eq!(version(&b, 1).await, Some(2));
+}
