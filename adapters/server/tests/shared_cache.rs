@@ -210,3 +210,48 @@ async fn a_refused_password_never_reaches_the_log_and_the_service_still_serves()
     let log = server.stderr();
     assert!(!log.contains("s3cret-pw"), "the password is in the log: {log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_through_both_instances_lose_nothing() {
+    let dbs = Dbs::new();
+    dbs.seed(1);
+    let redis = RedisServer::start();
+    let p = pair(&dbs, &redis).await;
+    let me = token(1);
+    let fields: [(&str, &str); 8] = [
+        ("personal", "first_name"),
+        ("personal", "last_name"),
+        ("personal", "city"),
+        ("personal", "bio"),
+        ("business", "company_name"),
+        ("business", "job_title"),
+        ("personal", "display_name"),
+        ("business", "tax_id"),
+    ];
+    let mut tasks = Vec::new();
+    for (i, (section, field)) in fields.into_iter().enumerate() {
+        let url = if i % 2 == 0 { p.a.url("/user/profile") } else { p.b.url("/user/profile") };
+        let (http, me) = (p.http.clone(), me.clone());
+        tasks.push(tokio::spawn(async move {
+            for k in 0..3 {
+                let value = format!("V{i}-{k}");
+                let body = serde_json::json!({ section: { field: value } });
+                let r = http.patch(&url, &me, &body, &[]).await;
+                assert_eq!(r.status, 200, "{field}: {}", r.text());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("patcher");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ra = p.http.get(&p.a.url("/user/profile"), &me).await;
+    let rb = p.http.get(&p.b.url("/user/profile"), &me).await;
+    assert_eq!(data(&ra), data(&rb), "the instances disagree");
+    assert_eq!(ra.header("etag"), rb.header("etag"));
+    let v = ra.json();
+    assert_eq!(v["version"], 24, "a patch was lost: {v}");
+    for (i, (section, field)) in fields.into_iter().enumerate() {
+        assert_eq!(v[section][field], format!("V{i}-2"), "{field} lost its last write");
+    }
+}
