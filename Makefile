@@ -2,29 +2,38 @@
 CARGO ?= cargo
 BIN := target/release/profile-api
 
-.PHONY: redis-server-bin run build test lint openapi-lint fmt fmt-check fuzz bench soak clean
+.PHONY: redis-server-bin run build test lint openapi-lint fmt fmt-check fuzz bench soak clean deps test-deps
+
+# The system packages: libpq for building, the PostgreSQL server for the tests
+# (installed when missing and running as root; otherwise named in the error).
+deps:
+	@bash .ci/system-deps libpq-dev
+
+test-deps:
+	@bash .ci/system-deps libpq-dev postgresql
 
 ## run: build (release) and start the service in demo mode on 127.0.0.1:8080
-run:
+run: deps
 	$(CARGO) build --release -p profile-api
 	$(BIN) serve --demo
 
 ## build: release build of the binary
-build:
+build: deps
 	$(CARGO) build --release -p profile-api
 
 ## test: every test of the workspace (unit, contract, adapter, end-to-end)
-test:
+test: test-deps
 	$(CARGO) test --workspace
 
-# The shared-cache tests need the redis-server binary (installed when missing, as root).
+# The shared-cache tests start throwaway servers from redis-server (installed when
+# missing and running as root; otherwise named in the error).
 test: redis-server-bin
 redis-server-bin:
-	bash .ci/redis-server
+	@bash .ci/system-deps redis-server
 
 ## lint: formatting, clippy with warnings denied, and openapi.yaml under Spectral's
 ## OpenAPI ruleset (pinned @stoplight/spectral-cli, installed with npm under target/)
-lint: fmt-check openapi-lint
+lint: deps fmt-check openapi-lint
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 openapi-lint:

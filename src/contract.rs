@@ -150,7 +150,8 @@ fn full_record(user_id: UserId, version: i64) -> ProfileRecord {
     ProfileRecord {
         user_id,
         version,
-        updated_at: Some(at(2026, 11, 20, 8, 31, 12) + TimeDelta::nanoseconds(123_456_789)),
+        // Microseconds: the precision every store keeps (SPEC §4).
+        updated_at: Some(at(2026, 11, 20, 8, 31, 12) + TimeDelta::microseconds(123_456)),
         fields: ProfileFields {
             personal: PersonalFields {
                 display_name: Some("Ada L. 👩‍💻".to_owned()),

@@ -3,6 +3,7 @@
 //! It performs no I/O of its own: databases, caches, the rewards service and HTTP are
 //! reached through the traits in [`ports`], implemented by the crates under `adapters/`.
 
+pub mod admin;
 #[cfg(feature = "contract")]
 pub mod contract;
 pub mod domain;

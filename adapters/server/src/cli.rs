@@ -36,12 +36,18 @@ pub enum Command {
 /// Where the two databases live and how many connections each gets.
 #[derive(Debug, Args, Clone)]
 pub struct DbArgs {
-    /// Main database file (accounts, orders, login activity).
-    #[arg(long, env = "PROFILE_MAIN_DB", default_value = "data/main.db")]
+    /// Main database (accounts, orders, login activity): a file path (SQLite) or a
+    /// postgres:// / postgresql:// URL (PostgreSQL).
+    #[arg(long, env = "PROFILE_MAIN_DB", default_value = "data/main.db", hide_env_values = true)]
     pub main_db: PathBuf,
-    /// Profiles database file (owned by this service).
-    #[arg(long, env = "PROFILE_PROFILES_DB", default_value = "data/profiles.db")]
+    /// Profiles database (owned by this service): a file path or a PostgreSQL URL.
+    #[arg(long, env = "PROFILE_PROFILES_DB", default_value = "data/profiles.db", hide_env_values = true)]
     pub profiles_db: PathBuf,
+    /// What start-up does to the main database's schema, which belongs to the wider
+    /// application: `apply` pending migrations, or only `check` that the tables and
+    /// columns the service reads exist.
+    #[arg(long, env = "PROFILE_MAIN_DB_MIGRATIONS", value_enum, default_value_t = MainMigrations::Apply)]
+    pub main_db_migrations: MainMigrations,
     /// Connections in the main database's pool [default: sized for the machine].
     #[arg(long, env = "PROFILE_MAIN_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub main_pool_size: Option<u32>,
@@ -53,6 +59,15 @@ pub struct DbArgs {
     /// answered `503` with `Retry-After`.
     #[arg(long, env = "PROFILE_DB_BUSY_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub db_busy_timeout_ms: u64,
+}
+
+/// `--main-db-migrations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MainMigrations {
+    /// Apply pending migrations.
+    Apply,
+    /// Change nothing; verify what the service reads.
+    Check,
 }
 
 /// Bearer-token settings shared by `serve` and `token`.

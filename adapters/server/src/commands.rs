@@ -8,22 +8,22 @@ use profile_auth_jwt::AuthConfig;
 use profile_rewards_http::stub::StubControl;
 
 use crate::cli::{MigrateArgs, SeedArgs, StubArgs, TokenArgs};
+use crate::databases;
 use crate::error::AppError;
-use crate::serve::open_databases;
 
 /// `profile-api migrate`.
 pub async fn migrate(args: MigrateArgs) -> Result<(), AppError> {
-    let (main, profiles) = open_databases(&args.db).await?;
-    main.close().await;
-    profiles.close().await;
-    println!("migrated {} and {}", args.db.main_db.display(), args.db.profiles_db.display());
+    let dbs = databases::open(&args.db).await?;
+    dbs.close().await;
+    println!("migrated {} and {}", dbs.main_shown, dbs.profiles_shown);
     Ok(())
 }
 
 /// `profile-api seed --users N [--orders-per-user M]`.
 pub async fn seed(args: SeedArgs) -> Result<(), AppError> {
-    let (main, profiles) = open_databases(&args.db).await?;
-    profiles.close().await;
+    let dbs = databases::open(&args.db).await?;
+    dbs.profiles_admin.close().await;
+    let main = dbs.main_admin.clone();
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::with_draw_target(Some(args.users), ProgressDrawTarget::stderr())
     } else {
@@ -42,7 +42,7 @@ pub async fn seed(args: SeedArgs) -> Result<(), AppError> {
     let report = main
         .seed(args.users, args.orders_per_user, &progress)
         .await
-        .map_err(|e| AppError::setting("--main-db (PROFILE_MAIN_DB)", format!("seeding failed: {e}")))?;
+        .map_err(|e| AppError::setting(databases::MAIN_SETTING, format!("seeding failed: {e}")))?;
     bar.finish_and_clear();
     main.close().await;
     println!(

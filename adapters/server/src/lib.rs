@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod cli;
 pub mod commands;
+pub mod databases;
 pub mod error;
 pub mod journal;
 pub mod serve;

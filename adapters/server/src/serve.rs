@@ -1,6 +1,5 @@
 //! `serve`: migrate, recover, wire the adapters into the core, serve until a signal.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,45 +10,15 @@ use profile_core::{ProfileService, ServiceConfig};
 use profile_http_warp::AppState;
 use profile_rewards_http::stub::StubMode;
 use profile_rewards_http::{HttpRewards, RewardsHttpConfig, UnconfiguredRewards};
-use profile_sqlite::{DbConfig, MainStore, ProfileStore};
 use tokio::net::TcpListener;
 
-use crate::cli::{DbArgs, ServeArgs};
+use crate::cli::ServeArgs;
+use crate::databases::{self, MAIN_SETTING};
 use crate::error::AppError;
 use crate::journal::{self, TokioExecutor};
 
 /// Users `serve --demo` seeds into an empty main database.
 const DEMO_USERS: u64 = 1_000;
-
-/// The default pool size: SQLite reads scale with cores, and a few spare connections
-/// absorb requests that wait on the other database.
-fn default_pool_size() -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (cores * 2).max(4)
-}
-
-/// Opens (creating and migrating) both databases.
-pub async fn open_databases(db: &DbArgs) -> Result<(MainStore, ProfileStore), AppError> {
-    // How long a SQLite connection waits for a lock before reporting the database busy.
-    let busy_timeout = Duration::from_millis(db.db_busy_timeout_ms);
-    let main_cfg = DbConfig {
-        path: db.main_db.clone(),
-        pool_size: db.main_pool_size.map_or_else(default_pool_size, |n| n as usize),
-        busy_timeout,
-    };
-    let profiles_cfg = DbConfig {
-        path: db.profiles_db.clone(),
-        pool_size: db.profiles_pool_size.map_or_else(default_pool_size, |n| n as usize),
-        busy_timeout,
-    };
-    let main = profile_sqlite::open_main(&main_cfg)
-        .await
-        .map_err(|e| AppError::setting("--main-db (PROFILE_MAIN_DB)", e.to_string()))?;
-    let profiles = profile_sqlite::open_profiles(&profiles_cfg)
-        .await
-        .map_err(|e| AppError::setting("--profiles-db (PROFILE_PROFILES_DB)", e.to_string()))?;
-    Ok((main, profiles))
-}
 
 /// Installs the Prometheus recorder and describes every metric the adapters emit.
 fn install_metrics() -> Result<PrometheusHandle, AppError> {
@@ -113,10 +82,6 @@ async fn shutdown_signal() {
     }
 }
 
-fn display_path(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// `profile-api serve [--demo]`.
 pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     let missing_secret = || {
@@ -133,22 +98,18 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     let _log_guard = init_logging();
     let prometheus = install_metrics()?;
 
-    let (main, profiles) = open_databases(&args.db).await?;
-    let main = Arc::new(main);
-    let profiles = Arc::new(profiles);
+    let dbs = databases::open(&args.db).await?;
+    let main = dbs.main_admin.clone();
+    let profiles = dbs.profiles_admin.clone();
 
     let mut secret = args.jwt.jwt_secret.clone().filter(|s| !s.is_empty());
     let mut rewards_url = args.rewards_url.clone().filter(|s| !s.is_empty());
     let mut demo_stub = None;
     if args.demo {
-        if !main
-            .has_users()
-            .await
-            .map_err(|e| AppError::setting("--main-db (PROFILE_MAIN_DB)", e.to_string()))?
-        {
-            main.seed(DEMO_USERS, 10, &|_| {}).await.map_err(|e| {
-                AppError::setting("--main-db (PROFILE_MAIN_DB)", format!("cannot seed demo data: {e}"))
-            })?;
+        if !main.has_users().await.map_err(|e| AppError::setting(MAIN_SETTING, e.to_string()))? {
+            main.seed(DEMO_USERS, 10, &|_| {})
+                .await
+                .map_err(|e| AppError::setting(MAIN_SETTING, format!("cannot seed demo data: {e}")))?;
             tracing::info!(users = DEMO_USERS, "seeded demo accounts");
         }
         if rewards_url.is_none() {
@@ -191,8 +152,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     let executor = TokioExecutor::default();
     let service = Arc::new(
         ProfileService::new(
-            main.clone(),
-            profiles.clone(),
+            dbs.accounts.clone(),
+            dbs.profiles.clone(),
             rewards,
             cache,
             Arc::new(SystemClock),
@@ -240,8 +201,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     let state = AppState::new(service, Arc::new(JwtVerifier::new(&auth)), render);
     tracing::info!(
         %addr,
-        main_db = %display_path(&args.db.main_db),
-        profiles_db = %display_path(&args.db.profiles_db),
+        main_db = %dbs.main_shown,
+        profiles_db = %dbs.profiles_shown,
         rewards = if rewards_url.is_some() { "configured" } else { "unconfigured" },
         demo = args.demo,
         "profile-api listening"
@@ -271,8 +232,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     if let Some(stub) = demo_stub {
         stub.shutdown().await;
     }
-    main.close().await;
-    profiles.close().await;
+    dbs.close().await;
     Ok(())
 }
 

@@ -81,14 +81,25 @@ fn assert_problem(r: &common::Resp, status: u16) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walks_the_contract_as_a_client() {
-    let dbs = Dbs::new();
+    walk_the_contract(&Dbs::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walks_the_contract_as_a_client_on_postgres() {
+    let server = profile_postgres::testing::PgServer::shared();
+    let (main, profiles) = (server.database(), server.database());
+    walk_the_contract(&Dbs::postgres(main.url(), profiles.url())).await;
+}
+
+/// SPEC §3–§7 as a client sees them, on whichever databases `dbs` names.
+async fn walk_the_contract(dbs: &Dbs) {
     dbs.seed(3);
     let stub =
         profile_rewards_http::stub::StubServer::start_local(profile_rewards_http::stub::StubMode::Normal)
             .await
             .unwrap();
     let rewards_url = format!("http://{}", stub.addr());
-    let server = Server::start(&dbs, &["--rewards-url", &rewards_url]);
+    let server = Server::start(dbs, &["--rewards-url", &rewards_url]);
     let http = Http::new();
     let me = token(1);
     let url = server.url("/user/profile");

@@ -6,6 +6,7 @@
 //! writer at a time, so concurrent writers of this process queue in-process instead of
 //! spinning on `database is locked`.
 
+mod admin;
 mod db;
 mod main_store;
 mod profile_store;
@@ -72,6 +73,14 @@ pub enum OpenError {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+    },
+    /// The `check` mode found the schema lacking what the service reads.
+    #[error("database {} lacks what the service reads: {missing}", path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// The missing tables and columns.
+        missing: String,
     },
     /// A migration failed; the database is left at the last migration that succeeded.
     #[error("cannot migrate database {}: {reason}", path.display())]

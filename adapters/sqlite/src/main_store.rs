@@ -85,6 +85,43 @@ fn migrate(c: &mut SqliteConnection) -> Result<Vec<String>, Box<dyn std::error::
     Ok(c.run_pending_migrations(MIGRATIONS)?.iter().map(ToString::to_string).collect())
 }
 
+/// The columns the service reads, by table (what the `check` mode verifies).
+const READ_COLUMNS: [(&str, &[&str]); 2] = [
+    ("users", &["id", "email", "username", "status", "created_at", "last_login_at", "login_count"]),
+    ("orders", &["user_id", "total_cents", "status", "created_at"]),
+];
+
+#[derive(QueryableByName)]
+struct ColumnRow {
+    #[diesel(sql_type = Text)]
+    table_name: String,
+    #[diesel(sql_type = Text)]
+    column_name: String,
+}
+
+/// Changes nothing; fails naming the tables and columns of [`READ_COLUMNS`] missing.
+fn check(c: &mut SqliteConnection) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+    let rows = diesel::sql_query(
+        "SELECT m.name AS table_name, p.name AS column_name \
+         FROM sqlite_master AS m, pragma_table_info(m.name) AS p \
+         WHERE m.type = 'table' AND m.name IN ('users', 'orders')",
+    )
+    .load::<ColumnRow>(c)?;
+    let mut missing = Vec::new();
+    for (table, columns) in READ_COLUMNS {
+        if !rows.iter().any(|r| r.table_name == table) {
+            missing.push(format!("table {table}"));
+            continue;
+        }
+        for col in columns {
+            if !rows.iter().any(|r| r.table_name == table && r.column_name == *col) {
+                missing.push(format!("column {table}.{col}"));
+            }
+        }
+    }
+    if missing.is_empty() { Ok(Vec::new()) } else { Err(missing.join(", ").into()) }
+}
+
 /// What [`MainStore::seed`] created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeedReport {
@@ -167,6 +204,17 @@ impl AccountRow {
 impl MainStore {
     pub(crate) async fn open(cfg: &DbConfig) -> Result<Self, OpenError> {
         Ok(Self { db: Db::open("main", cfg, migrate).await? })
+    }
+
+    /// Opens without migrating: the schema belongs to the wider application; fails with
+    /// [`OpenError::Missing`] naming what the service reads and does not find.
+    pub async fn open_checked(cfg: &DbConfig) -> Result<Self, OpenError> {
+        match Db::open("main", cfg, check).await {
+            Ok(db) => Ok(Self { db }),
+            // In this mode the only "migration" is the check.
+            Err(OpenError::Migrate { path, reason }) => Err(OpenError::Missing { path, missing: reason }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Versions of the migrations this open applied (empty when the schema was current).

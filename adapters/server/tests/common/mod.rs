@@ -23,14 +23,21 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_profile-api")
 }
 
-/// A temp folder holding both databases.
+/// A temp folder holding both databases (SQLite), or the logs only when the databases
+/// are PostgreSQL URLs.
 pub struct Dbs {
     pub dir: tempfile::TempDir,
+    /// `--main-db` and `--profiles-db` as PostgreSQL URLs, when not files in `dir`.
+    pub urls: Option<(String, String)>,
 }
 
 impl Dbs {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("temp dir") }
+        Self { dir: tempfile::tempdir().expect("temp dir"), urls: None }
+    }
+    /// Both databases on PostgreSQL.
+    pub fn postgres(main_url: String, profiles_url: String) -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir"), urls: Some((main_url, profiles_url)) }
     }
     pub fn main(&self) -> PathBuf {
         self.dir.path().join("db/main.db")
@@ -39,6 +46,9 @@ impl Dbs {
         self.dir.path().join("db/profiles.db")
     }
     pub fn args(&self) -> Vec<String> {
+        if let Some((main, profiles)) = &self.urls {
+            return vec!["--main-db".into(), main.clone(), "--profiles-db".into(), profiles.clone()];
+        }
         vec![
             "--main-db".into(),
             self.main().display().to_string(),

@@ -1,0 +1,506 @@
+//! The profiles database: profile rows and the cross-database e-mail journal.
+//!
+//! Every write that touches a user's record first takes a transaction-level advisory
+//! lock keyed by the user id: writers of one user, from any instance, queue on it — the
+//! first edit of a user too, when there is no row yet to lock.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use profile_core::admin::{PoolStatus, StoreAdmin};
+use profile_core::domain::{
+    BillingAddress, Business, Notifications, PersonalFields, Preferences, Privacy, ProfileFields,
+    ProfileRecord, Theme, UserId, Visibility,
+};
+use profile_core::ports::{
+    CurrentRecord, Decide, Decision, EmailChange, JournalId, ProfileRepository, StoreError, UpdateOutcome,
+};
+
+use crate::db::{Db, Schema, TxError};
+use crate::schema::{email_journal, profiles};
+use crate::{OpenError, PgConfig};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations_profiles/postgres");
+
+const PENDING: &str = "pending";
+const DONE: &str = "done";
+const ABORTED: &str = "aborted";
+
+fn migrate(c: &mut PgConnection) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(c.run_pending_migrations(MIGRATIONS)?.iter().map(ToString::to_string).collect())
+}
+
+/// The profiles database adapter: [`ProfileRepository`].
+#[derive(Debug)]
+pub struct ProfileStore {
+    db: Db,
+}
+
+/// A `profiles` row, column for column.
+#[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = profiles, check_for_backend(Pg), primary_key(user_id), treat_none_as_null = true)]
+struct ProfileRow {
+    user_id: i64,
+    version: i64,
+    updated_at: Option<DateTime<Utc>>,
+    display_name: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    phone: Option<String>,
+    avatar_url: Option<String>,
+    bio: Option<String>,
+    birth_date: Option<NaiveDate>,
+    city: Option<String>,
+    country: Option<String>,
+    language: String,
+    timezone: String,
+    theme: String,
+    currency: String,
+    notify_email: bool,
+    notify_sms: bool,
+    notify_push: bool,
+    notify_marketing: bool,
+    profile_visibility: String,
+    show_activity: bool,
+    company_name: Option<String>,
+    job_title: Option<String>,
+    tax_id: Option<String>,
+    website: Option<String>,
+    billing_line1: Option<String>,
+    billing_line2: Option<String>,
+    billing_city: Option<String>,
+    billing_postal_code: Option<String>,
+    billing_country: Option<String>,
+}
+
+fn theme_name(t: Theme) -> &'static str {
+    match t {
+        Theme::Light => "light",
+        Theme::Dark => "dark",
+        Theme::System => "system",
+    }
+}
+
+fn visibility_name(v: Visibility) -> &'static str {
+    match v {
+        Visibility::Public => "public",
+        Visibility::Contacts => "contacts",
+        Visibility::Private => "private",
+    }
+}
+
+fn bad_row(user_id: UserId, what: &str, value: &str) -> StoreError {
+    StoreError::Failure(format!("profiles database: profile {user_id} has an unreadable {what}: {value:?}"))
+}
+
+impl ProfileRow {
+    fn from_record(r: &ProfileRecord) -> Self {
+        let p = &r.fields.personal;
+        let pr = &r.fields.preferences;
+        let b = &r.fields.business;
+        let a = b.billing_address.as_ref();
+        Self {
+            user_id: r.user_id,
+            version: r.version,
+            updated_at: r.updated_at,
+            display_name: p.display_name.clone(),
+            first_name: p.first_name.clone(),
+            last_name: p.last_name.clone(),
+            phone: p.phone.clone(),
+            avatar_url: p.avatar_url.clone(),
+            bio: p.bio.clone(),
+            birth_date: p.birth_date,
+            city: p.city.clone(),
+            country: p.country.clone(),
+            language: pr.language.clone(),
+            timezone: pr.timezone.clone(),
+            theme: theme_name(pr.theme).to_owned(),
+            currency: pr.currency.clone(),
+            notify_email: pr.notifications.email,
+            notify_sms: pr.notifications.sms,
+            notify_push: pr.notifications.push,
+            notify_marketing: pr.notifications.marketing,
+            profile_visibility: visibility_name(pr.privacy.profile_visibility).to_owned(),
+            show_activity: pr.privacy.show_activity,
+            company_name: b.company_name.clone(),
+            job_title: b.job_title.clone(),
+            tax_id: b.tax_id.clone(),
+            website: b.website.clone(),
+            billing_line1: a.map(|a| a.line1.clone()),
+            billing_line2: a.and_then(|a| a.line2.clone()),
+            billing_city: a.map(|a| a.city.clone()),
+            billing_postal_code: a.and_then(|a| a.postal_code.clone()),
+            billing_country: a.map(|a| a.country.clone()),
+        }
+    }
+
+    fn into_record(self) -> Result<ProfileRecord, StoreError> {
+        let id = self.user_id;
+        let theme = Theme::from_name(&self.theme).ok_or_else(|| bad_row(id, "theme", &self.theme))?;
+        let visibility = Visibility::from_name(&self.profile_visibility)
+            .ok_or_else(|| bad_row(id, "profile_visibility", &self.profile_visibility))?;
+        let billing_address = match (self.billing_line1, self.billing_city, self.billing_country) {
+            (Some(line1), Some(city), Some(country)) => Some(BillingAddress {
+                line1,
+                line2: self.billing_line2,
+                city,
+                postal_code: self.billing_postal_code,
+                country,
+            }),
+            (None, None, None) => None,
+            _ => return Err(bad_row(id, "billing address", "partial")),
+        };
+        Ok(ProfileRecord {
+            user_id: id,
+            version: self.version,
+            updated_at: self.updated_at,
+            fields: ProfileFields {
+                personal: PersonalFields {
+                    display_name: self.display_name,
+                    first_name: self.first_name,
+                    last_name: self.last_name,
+                    phone: self.phone,
+                    avatar_url: self.avatar_url,
+                    bio: self.bio,
+                    birth_date: self.birth_date,
+                    city: self.city,
+                    country: self.country,
+                },
+                preferences: Preferences {
+                    language: self.language,
+                    timezone: self.timezone,
+                    theme,
+                    currency: self.currency,
+                    notifications: Notifications {
+                        email: self.notify_email,
+                        sms: self.notify_sms,
+                        push: self.notify_push,
+                        marketing: self.notify_marketing,
+                    },
+                    privacy: Privacy { profile_visibility: visibility, show_activity: self.show_activity },
+                },
+                business: Business {
+                    company_name: self.company_name,
+                    job_title: self.job_title,
+                    tax_id: self.tax_id,
+                    website: self.website,
+                    billing_address,
+                },
+            },
+        })
+    }
+}
+
+/// An `email_journal` row as the store reads it.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = email_journal, check_for_backend(Pg))]
+struct JournalRow {
+    id: i64,
+    old_email: String,
+    new_email: String,
+    record: String,
+    created_at: DateTime<Utc>,
+    claimed_until: DateTime<Utc>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = email_journal)]
+struct NewJournalRow<'a> {
+    user_id: i64,
+    old_email: &'a str,
+    new_email: &'a str,
+    record: &'a str,
+    state: &'a str,
+    created_at: DateTime<Utc>,
+    claimed_until: DateTime<Utc>,
+}
+
+fn parse_record(id: JournalId, json: &str) -> Result<ProfileRecord, StoreError> {
+    serde_json::from_str(json).map_err(|e| {
+        StoreError::Failure(format!("profiles database: journal entry {id} has an unreadable record: {e}"))
+    })
+}
+
+impl JournalRow {
+    fn into_change(self) -> Result<EmailChange, StoreError> {
+        Ok(EmailChange {
+            record: parse_record(self.id, &self.record)?,
+            id: self.id,
+            old_email: self.old_email,
+            new_email: self.new_email,
+            created_at: self.created_at,
+            claimed_until: self.claimed_until,
+        })
+    }
+}
+
+/// `state = 'pending'` as a literal, so the partial indexes apply to every plan (a bound
+/// parameter would not match their `WHERE` in a generic plan).
+fn pending() -> diesel::expression::SqlLiteral<Bool> {
+    diesel::dsl::sql::<Bool>("email_journal.state = 'pending'")
+}
+
+/// What TIMESTAMPTZ keeps: microseconds. What a write returns is what a read returns.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+/// The record as the database stores it.
+fn stored_form(mut r: ProfileRecord) -> ProfileRecord {
+    r.updated_at = r.updated_at.map(micros);
+    r
+}
+
+/// Queues this transaction behind every other writer of the user, on any instance,
+/// until it ends (one-key form: the migration lock uses the two-key form).
+fn lock_user(c: &mut PgConnection, user_id: UserId) -> Result<(), TxError> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(user_id).execute(c)?;
+    Ok(())
+}
+
+/// The stored record of the user, read under the user's lock.
+fn stored(c: &mut PgConnection, user_id: UserId) -> Result<Option<ProfileRow>, TxError> {
+    Ok(profiles::table.find(user_id).select(ProfileRow::as_select()).first(c).optional()?)
+}
+
+/// The version rule: the stored version (0 without a row) must be `version - 1`.
+fn check_version(c: &mut PgConnection, user_id: UserId, version: i64) -> Result<(), TxError> {
+    let stored: Option<i64> = profiles::table.find(user_id).select(profiles::version).first(c).optional()?;
+    if Some(stored.unwrap_or(0)) != version.checked_sub(1) {
+        return Err(StoreError::VersionConflict.into());
+    }
+    Ok(())
+}
+
+/// Writes the whole row (insert or replace); call under the user's lock.
+fn upsert(c: &mut PgConnection, record: &ProfileRecord) -> Result<(), TxError> {
+    let row = ProfileRow::from_record(record);
+    diesel::insert_into(profiles::table)
+        .values(&row)
+        .on_conflict(profiles::user_id)
+        .do_update()
+        .set(&row)
+        .execute(c)?;
+    Ok(())
+}
+
+/// Checks the version and writes the record; call under the user's lock.
+fn store_record(c: &mut PgConnection, record: &ProfileRecord) -> Result<(), TxError> {
+    check_version(c, record.user_id, record.version)?;
+    upsert(c, record)
+}
+
+/// The user's pending journal entry, if any (the partial index `email_journal_pending_user`).
+fn pending_of(c: &mut PgConnection, user_id: UserId) -> Result<Option<JournalRow>, TxError> {
+    Ok(email_journal::table
+        .filter(pending())
+        .filter(email_journal::user_id.eq(user_id))
+        .order(email_journal::id)
+        .select(JournalRow::as_select())
+        .first(c)
+        .optional()?)
+}
+
+/// One unit of work, in one transaction under the user's lock: the user's pending entry
+/// blocks; else the pure decision on the stored record, carried out.
+fn update_in_tx(c: &mut PgConnection, user_id: UserId, decide: Decide) -> Result<UpdateOutcome, TxError> {
+    lock_user(c, user_id)?;
+    if let Some(row) = pending_of(c, user_id)? {
+        return Ok(UpdateOutcome::Blocked(row.into_change()?));
+    }
+    let current = match stored(c, user_id)? {
+        Some(r) => r.into_record()?,
+        None => ProfileRecord::new_default(user_id),
+    };
+    let next_of = |record: &ProfileRecord| -> Result<(), TxError> {
+        if record.user_id == user_id && record.version == current.version + 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Failure("the decided record is not the next version".into()).into())
+        }
+    };
+    Ok(match decide(&current) {
+        Decision::Keep => UpdateOutcome::Unchanged(current),
+        Decision::Refuse(r) => UpdateOutcome::Refused(r),
+        Decision::Store(record) => {
+            next_of(&record)?;
+            let record = stored_form(record);
+            upsert(c, &record)?;
+            UpdateOutcome::Stored(record)
+        }
+        Decision::ChangeEmail { record, old_email, new_email, created_at, claimed_until } => {
+            next_of(&record)?;
+            let (record, created_at, claimed_until) =
+                (stored_form(record), micros(created_at), micros(claimed_until));
+            let json = serde_json::to_string(&record)
+                .map_err(|e| StoreError::Failure(format!("cannot encode the journal record: {e}")))?;
+            let row = NewJournalRow {
+                user_id,
+                old_email: &old_email,
+                new_email: &new_email,
+                record: &json,
+                state: PENDING,
+                created_at,
+                claimed_until,
+            };
+            let id = diesel::insert_into(email_journal::table)
+                .values(&row)
+                .returning(email_journal::id)
+                .get_result::<i64>(c)?;
+            UpdateOutcome::EmailChangeBegun(EmailChange {
+                id,
+                old_email,
+                new_email,
+                record,
+                created_at,
+                claimed_until,
+            })
+        }
+    })
+}
+
+/// The pending entry `id`: its user and record; `NotFound` when none is pending.
+fn pending_entry(c: &mut PgConnection, id: JournalId) -> Result<(UserId, String), TxError> {
+    Ok(email_journal::table
+        .find(id)
+        .filter(pending())
+        .select((email_journal::user_id, email_journal::record))
+        .first::<(i64, String)>(c)
+        .optional()?
+        .ok_or(StoreError::NotFound)?)
+}
+
+impl ProfileStore {
+    pub(crate) async fn open(cfg: &PgConfig) -> Result<Self, OpenError> {
+        Ok(Self { db: Db::open("profiles", cfg, Schema::Migrate(migrate)).await? })
+    }
+
+    /// Versions of the migrations this open applied (empty when the schema was current).
+    pub fn applied_migrations(&self) -> &[String] {
+        self.db.applied_migrations()
+    }
+}
+
+#[async_trait]
+impl StoreAdmin for ProfileStore {
+    fn pool_status(&self) -> PoolStatus {
+        self.db.pool_status()
+    }
+
+    async fn close(&self) {
+        self.db.close();
+    }
+}
+
+#[async_trait]
+impl ProfileRepository for ProfileStore {
+    async fn load(&self, user_id: UserId) -> Result<Option<ProfileRecord>, StoreError> {
+        let row = self
+            .db
+            .read(move |c| {
+                Ok(profiles::table.find(user_id).select(ProfileRow::as_select()).first(c).optional()?)
+            })
+            .await?;
+        row.map(ProfileRow::into_record).transpose()
+    }
+
+    async fn load_current(&self, user_id: UserId) -> Result<CurrentRecord, StoreError> {
+        let (row, pending) = self
+            .db
+            .read(move |c| {
+                // One snapshot for both reads: the row and the journal as of one commit.
+                c.build_transaction()
+                    .read_only()
+                    .repeatable_read()
+                    .run::<_, TxError, _>(|c| Ok((stored(c, user_id)?, pending_of(c, user_id)?)))
+            })
+            .await?;
+        Ok(CurrentRecord {
+            record: row.map(ProfileRow::into_record).transpose()?,
+            pending: pending.map(JournalRow::into_change).transpose()?,
+        })
+    }
+
+    async fn update(&self, user_id: UserId, decide: Decide) -> Result<UpdateOutcome, StoreError> {
+        self.db.write(move |c| update_in_tx(c, user_id, decide)).await
+    }
+
+    async fn complete_email_change(&self, id: JournalId) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                let (user_id, _) = pending_entry(c, id)?;
+                lock_user(c, user_id)?;
+                // Re-read under the lock: another settler may have finished it meanwhile.
+                let (_, json) = pending_entry(c, id)?;
+                // A conflict here rolls the whole transaction back: the entry stays pending.
+                store_record(c, &parse_record(id, &json)?)?;
+                diesel::update(email_journal::table.find(id))
+                    .set(email_journal::state.eq(DONE))
+                    .execute(c)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn abort_email_change(&self, id: JournalId) -> Result<(), StoreError> {
+        self.db
+            .write(move |c| {
+                let (user_id, _) = pending_entry(c, id)?;
+                lock_user(c, user_id)?;
+                let n =
+                    diesel::update(email_journal::table.find(id).filter(email_journal::state.eq(PENDING)))
+                        .set(email_journal::state.eq(ABORTED))
+                        .execute(c)?;
+                if n == 0 { Err(StoreError::NotFound.into()) } else { Ok(()) }
+            })
+            .await
+    }
+
+    async fn claim_email_change(
+        &self,
+        id: JournalId,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.db
+            .write(move |c| {
+                // One conditional UPDATE: of concurrent claimers the row lock lets one
+                // through; the others re-check the condition on its new claim and miss.
+                let taken = diesel::update(
+                    email_journal::table
+                        .find(id)
+                        .filter(pending())
+                        .filter(email_journal::claimed_until.le(now)),
+                )
+                .set(email_journal::claimed_until.eq(micros(until)))
+                .execute(c)?;
+                if taken == 1 {
+                    return Ok(true);
+                }
+                pending_entry(c, id)?;
+                Ok(false)
+            })
+            .await
+    }
+
+    async fn pending_email_changes(&self) -> Result<Vec<EmailChange>, StoreError> {
+        let rows = self
+            .db
+            .read(|c| {
+                Ok(email_journal::table
+                    .filter(pending())
+                    .order(email_journal::id)
+                    .select(JournalRow::as_select())
+                    .load(c)?)
+            })
+            .await?;
+        rows.into_iter().map(JournalRow::into_change).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping("profiles").await
+    }
+}

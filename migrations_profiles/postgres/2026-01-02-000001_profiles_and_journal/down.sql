@@ -1,0 +1,2 @@
+DROP TABLE email_journal;
+DROP TABLE profiles;
