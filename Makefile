@@ -2,7 +2,7 @@
 CARGO ?= cargo
 BIN := target/release/profile-api
 
-.PHONY: run build test lint openapi-lint fmt fmt-check fuzz bench soak clean deps test-deps
+.PHONY: redis-server-bin run build test lint openapi-lint fmt fmt-check fuzz bench soak clean deps test-deps
 
 # The system packages: libpq for building, the PostgreSQL server for the tests
 # (installed when missing and running as root; otherwise named in the error).
@@ -24,6 +24,12 @@ build: deps
 ## test: every test of the workspace (unit, contract, adapter, end-to-end)
 test: test-deps
 	$(CARGO) test --workspace
+
+# The shared-cache tests start throwaway servers from redis-server (installed when
+# missing and running as root; otherwise named in the error).
+test: redis-server-bin
+redis-server-bin:
+	@bash .ci/system-deps redis-server
 
 ## lint: formatting, clippy with warnings denied, and openapi.yaml under Spectral's
 ## OpenAPI ruleset (pinned @stoplight/spectral-cli, installed with npm under target/)

@@ -489,3 +489,108 @@ pub async fn profile_repository_contract(repo: &dyn ProfileRepository) {
         "claim of an unknown id"
     );
 }
+
+/// How [`cache_contract`] may exercise a cache.
+pub struct CacheContract {
+    /// The cache's profile TTL (keep it short: the suite waits it out once).
+    pub profile_ttl: std::time::Duration,
+    /// Resolves after the given time (the caller's runtime; the core has none).
+    pub sleep: Box<dyn Fn(std::time::Duration) -> futures::future::BoxFuture<'static, ()> + Send + Sync>,
+    /// The first of 10 user ids the suite may use; nothing else may touch them.
+    pub first_id: UserId,
+}
+
+/// A snapshot of `user_id` at `version`, its display name naming the version.
+fn cache_snapshot(user_id: UserId, version: i64) -> Arc<crate::domain::ProfileSnapshot> {
+    let mut account = AccountFixture::sample().active;
+    account.id = user_id;
+    let mut record = full_record(user_id, version);
+    record.user_id = user_id;
+    record.version = version;
+    record.fields.personal.display_name = Some(format!("v{version}"));
+    crate::domain::ProfileSnapshot::new(crate::domain::Profile::assemble(&account, &record))
+}
+
+async fn expect_version(cache: &dyn crate::ports::CachePort, user_id: UserId, want: Option<i64>, when: &str) {
+    let got = cache.profile(user_id).await;
+    match (&got, want) {
+        (None, None) => {}
+        (Some(s), Some(v)) => {
+            assert_eq!(s.profile.version, v, "profile({user_id}) {when}: wrong version");
+            let expected = cache_snapshot(user_id, v);
+            assert_eq!(s.json(), expected.json(), "profile({user_id}) {when}: not the snapshot put");
+            assert_eq!(s.fingerprint, expected.fingerprint, "profile({user_id}) {when}: fingerprint");
+        }
+        _ => panic!(
+            "profile({user_id}) {when}: expected version {want:?}, got {:?}",
+            got.map(|s| s.profile.version)
+        ),
+    }
+}
+
+/// The contract of [`crate::ports::CachePort`]: get/put/invalidate/clear of profiles,
+/// the profile TTL, never an older snapshot over a newer one (also right after an
+/// invalidation), and rewards balances kept (newest `fetched_at` wins) well beyond the
+/// profile TTL, whatever their age, so the core can serve them `stale`.
+pub async fn cache_contract(cache: &dyn crate::ports::CachePort, c: &CacheContract) {
+    use crate::domain::{RewardsBalance, RewardsSnapshot};
+    let [a, b, d, e] = [c.first_id, c.first_id + 1, c.first_id + 2, c.first_id + 3];
+
+    expect_version(cache, a, None, "before any put").await;
+    cache.put_profile(cache_snapshot(a, 1)).await;
+    expect_version(cache, a, Some(1), "after a put").await;
+    cache.put_profile(cache_snapshot(a, 3)).await;
+    expect_version(cache, a, Some(3), "after a newer put").await;
+    cache.put_profile(cache_snapshot(a, 2)).await;
+    expect_version(cache, a, Some(3), "after an older put (never older over newer)").await;
+    cache.put_profile(cache_snapshot(a, 3)).await;
+    expect_version(cache, a, Some(3), "after the same version again").await;
+
+    cache.invalidate_profile(a).await;
+    expect_version(cache, a, None, "after invalidate_profile").await;
+    cache.put_profile(cache_snapshot(a, 2)).await;
+    let got = cache.profile(a).await.map(|s| s.profile.version);
+    assert!(got.is_none(), "an older snapshot put right after an invalidation was served: {got:?}");
+    cache.put_profile(cache_snapshot(a, 4)).await;
+    expect_version(cache, a, Some(4), "after a newer put following an invalidation").await;
+    cache.invalidate_profile(e).await;
+    expect_version(cache, e, None, "invalidating a user never cached").await;
+    cache.put_profile(cache_snapshot(e, 1)).await;
+    expect_version(cache, e, Some(1), "a put after invalidating a user never cached").await;
+
+    cache.put_profile(cache_snapshot(b, 1)).await;
+    expect_version(cache, a, Some(4), "other users' entries are their own").await;
+    expect_version(cache, b, Some(1), "other users' entries are their own").await;
+
+    let t0 = at(2026, 11, 26, 5, 0, 0);
+    let older = RewardsSnapshot { balance: Some(RewardsBalance { points: 10, tier: None }), fetched_at: t0 };
+    let newer = RewardsSnapshot {
+        balance: Some(RewardsBalance { points: 1250, tier: Some("gold".into()) }),
+        fetched_at: t0 + TimeDelta::seconds(5),
+    };
+    let none = RewardsSnapshot { balance: None, fetched_at: t0 };
+    assert_eq!(cache.rewards(a).await, None, "rewards before any put");
+    cache.put_rewards(a, older.clone()).await;
+    assert_eq!(cache.rewards(a).await, Some(older.clone()), "rewards after a put");
+    cache.put_rewards(a, newer.clone()).await;
+    cache.put_rewards(a, older.clone()).await;
+    assert_eq!(cache.rewards(a).await, Some(newer.clone()), "rewards: an older fetch replaced a newer one");
+    cache.put_rewards(d, none.clone()).await;
+    assert_eq!(cache.rewards(d).await, Some(none.clone()), "rewards: 'no account' is kept like a balance");
+
+    cache.clear_profiles().await;
+    expect_version(cache, a, None, "after clear_profiles").await;
+    expect_version(cache, b, None, "after clear_profiles").await;
+    assert_eq!(cache.rewards(a).await, Some(newer.clone()), "clear_profiles dropped a balance");
+
+    cache.put_profile(cache_snapshot(b, 2)).await;
+    expect_version(cache, b, Some(2), "a put after clear_profiles").await;
+    (c.sleep)(c.profile_ttl + c.profile_ttl / 2 + std::time::Duration::from_millis(100)).await;
+    expect_version(cache, b, None, "after the profile TTL").await;
+    assert_eq!(
+        cache.rewards(a).await,
+        Some(newer),
+        "a balance must outlive the profile TTL, whatever its age (for `stale`)"
+    );
+    assert_eq!(cache.rewards(d).await, Some(none), "'no account' must outlive the profile TTL");
+}

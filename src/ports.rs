@@ -211,11 +211,18 @@ pub trait CachePort: Send + Sync {
     /// The cached profile, if present and younger than the profile TTL.
     async fn profile(&self, user_id: UserId) -> Option<Arc<ProfileSnapshot>>;
 
-    /// Stores (replaces) a profile.
+    /// Stores (replaces) a profile, unless the cache holds — or, since an invalidation,
+    /// held — a higher `version` of it: an older snapshot never replaces a newer one.
     async fn put_profile(&self, snapshot: Arc<ProfileSnapshot>);
 
-    /// Drops a profile, so the next read goes to the databases.
+    /// Drops a profile, so the next read goes to the databases. The dropped entry's
+    /// version stays known (for the profile TTL): a later put of an older snapshot is
+    /// still refused.
     async fn invalidate_profile(&self, user_id: UserId);
+
+    /// Drops every cached profile (copies that may have missed an invalidation); the
+    /// rewards balances stay.
+    async fn clear_profiles(&self);
 
     /// The last known balance, whatever its age, while the cache keeps it (at least
     /// long enough to serve it as `stale`); the core compares `fetched_at` to its window.

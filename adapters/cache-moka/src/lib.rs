@@ -108,6 +108,9 @@ impl CacheMetrics {
 pub struct MokaCache {
     /// `None` when the profile TTL is zero: nothing is stored, every lookup misses.
     profiles: Option<Cache<UserId, Arc<ProfileSnapshot>>>,
+    /// Versions of invalidated entries, kept for the profile TTL: an older snapshot put
+    /// right after an invalidation is still refused.
+    floors: Option<Cache<UserId, i64>>,
     rewards: Cache<UserId, RewardsSnapshot>,
     stripes: [Mutex<()>; STRIPES],
     profile_metrics: CacheMetrics,
@@ -133,12 +136,19 @@ impl MokaCache {
                 .time_to_live(config.profile_ttl.min(MAX_EXPIRY))
                 .build()
         });
+        let floors = (!config.profile_ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(config.profile_capacity)
+                .time_to_live(config.profile_ttl.min(MAX_EXPIRY))
+                .build()
+        });
         let rewards = Cache::builder()
             .max_capacity(config.rewards_capacity)
             .time_to_live(config.rewards_retention.min(MAX_EXPIRY))
             .build();
         let this = Self {
             profiles,
+            floors,
             rewards,
             stripes: std::array::from_fn(|_| Mutex::new(())),
             profile_metrics: CacheMetrics::new("profile"),
@@ -191,7 +201,10 @@ impl CachePort for MokaCache {
         let user_id = snapshot.profile.user_id;
         {
             let _guard = self.stripe(user_id);
-            if cache.get(&user_id).is_some_and(|cur| cur.profile.version > snapshot.profile.version) {
+            let version = snapshot.profile.version;
+            if cache.get(&user_id).is_some_and(|cur| cur.profile.version > version)
+                || self.floors.as_ref().and_then(|f| f.get(&user_id)).is_some_and(|floor| floor > version)
+            {
                 return;
             }
             cache.insert(user_id, snapshot);
@@ -203,8 +216,20 @@ impl CachePort for MokaCache {
         let Some(cache) = &self.profiles else { return };
         {
             let _guard = self.stripe(user_id);
+            if let (Some(cur), Some(floors)) = (cache.get(&user_id), &self.floors) {
+                let floor = floors.get(&user_id).map_or(cur.profile.version, |f| f.max(cur.profile.version));
+                floors.insert(user_id, floor);
+            }
             cache.invalidate(&user_id);
         }
+        self.profile_metrics.entries.set(cache.entry_count() as f64);
+    }
+
+    async fn clear_profiles(&self) {
+        let Some(cache) = &self.profiles else { return };
+        // Floors stay: versions only grow, so they remain true lower bounds.
+        cache.invalidate_all();
+        cache.sync();
         self.profile_metrics.entries.set(cache.entry_count() as f64);
     }
 

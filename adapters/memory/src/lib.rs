@@ -386,16 +386,29 @@ impl RewardsPort for MemoryRewards {
     }
 }
 
-/// Both caches in memory, without expiry (the core's rewards window still applies);
-/// `disabled_profiles` makes every profile lookup a miss, like a TTL of 0.
+/// Both caches in memory, without expiry unless built [`with_profile_ttl`](Self::with_profile_ttl)
+/// (the core's rewards window still applies); `disabled_profiles` makes every profile
+/// lookup a miss, like a TTL of 0.
 #[derive(Debug, Default)]
 pub struct MemoryCache {
-    profiles: Mutex<HashMap<UserId, Arc<ProfileSnapshot>>>,
+    profiles: Mutex<HashMap<UserId, (Arc<ProfileSnapshot>, std::time::Instant)>>,
+    /// Versions of invalidated entries: an older put after an invalidation is refused.
+    floors: Mutex<HashMap<UserId, i64>>,
     rewards: Mutex<HashMap<UserId, RewardsSnapshot>>,
     disabled_profiles: bool,
+    profile_ttl: Option<Duration>,
 }
 
 impl MemoryCache {
+    fn peek_locked(
+        &self,
+        profiles: &HashMap<UserId, (Arc<ProfileSnapshot>, std::time::Instant)>,
+        user_id: UserId,
+    ) -> Option<Arc<ProfileSnapshot>> {
+        let (snapshot, at) = profiles.get(&user_id)?;
+        self.profile_ttl.is_none_or(|ttl| at.elapsed() < ttl).then(|| snapshot.clone())
+    }
+
     /// A cache of both kinds.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
@@ -406,9 +419,14 @@ impl MemoryCache {
         Arc::new(Self { disabled_profiles: true, ..Self::default() })
     }
 
+    /// A cache whose profiles expire `ttl` after they were put.
+    pub fn with_profile_ttl(ttl: Duration) -> Arc<Self> {
+        Arc::new(Self { profile_ttl: Some(ttl), ..Self::default() })
+    }
+
     /// The cached profile, for assertions.
     pub fn peek_profile(&self, user_id: UserId) -> Option<Arc<ProfileSnapshot>> {
-        lock(&self.profiles).get(&user_id).cloned()
+        self.peek_locked(&lock(&self.profiles), user_id)
     }
 }
 
@@ -422,13 +440,31 @@ impl CachePort for MemoryCache {
     }
 
     async fn put_profile(&self, snapshot: Arc<ProfileSnapshot>) {
-        if !self.disabled_profiles {
-            lock(&self.profiles).insert(snapshot.profile.user_id, snapshot);
+        if self.disabled_profiles {
+            return;
         }
+        let user_id = snapshot.profile.user_id;
+        let version = snapshot.profile.version;
+        let mut profiles = lock(&self.profiles);
+        let newer_cached =
+            self.peek_locked(&profiles, user_id).is_some_and(|cur| cur.profile.version > version);
+        if newer_cached || lock(&self.floors).get(&user_id).is_some_and(|floor| *floor > version) {
+            return;
+        }
+        profiles.insert(user_id, (snapshot, std::time::Instant::now()));
     }
 
     async fn invalidate_profile(&self, user_id: UserId) {
-        lock(&self.profiles).remove(&user_id);
+        let mut profiles = lock(&self.profiles);
+        if let Some((cur, _)) = profiles.remove(&user_id) {
+            let mut floors = lock(&self.floors);
+            let floor = floors.entry(user_id).or_insert(cur.profile.version);
+            *floor = (*floor).max(cur.profile.version);
+        }
+    }
+
+    async fn clear_profiles(&self) {
+        lock(&self.profiles).clear();
     }
 
     async fn rewards(&self, user_id: UserId) -> Option<RewardsSnapshot> {
@@ -436,7 +472,11 @@ impl CachePort for MemoryCache {
     }
 
     async fn put_rewards(&self, user_id: UserId, snapshot: RewardsSnapshot) {
-        lock(&self.rewards).insert(user_id, snapshot);
+        let mut rewards = lock(&self.rewards);
+        // Two concurrent fetches: the later answer is the better one.
+        if rewards.get(&user_id).is_none_or(|cur| cur.fetched_at <= snapshot.fetched_at) {
+            rewards.insert(user_id, snapshot);
+        }
     }
 }
 

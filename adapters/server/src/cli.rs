@@ -127,6 +127,10 @@ pub struct ServeArgs {
     /// Also serve gRPC (profile.v1.ProfileService) on this address (HOST:PORT); off when unset.
     #[arg(long, env = "PROFILE_GRPC_LISTEN", value_parser = parse_listen)]
     pub grpc_listen: Option<SocketAddr>,
+    /// The cache shared by every instance, `redis://[:PASSWORD@]HOST:PORT[/DB]` (none:
+    /// each process caches on its own).
+    #[arg(long, env = "PROFILE_CACHE_URL", hide_env_values = true)]
+    pub cache_url: Option<String>,
 }
 
 /// A listening address: `IP:PORT`, or `HOST:PORT` resolved to its first address.

@@ -1,6 +1,7 @@
 //! The composition root of the profile service: configuration, wiring of the adapters
 //! into the core, and the `profile-api` subcommands.
 
+pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod databases;

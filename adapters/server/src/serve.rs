@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use profile_auth_jwt::{AuthConfig, JwtVerifier};
-use profile_cache_moka::{CacheConfig, MokaCache};
 use profile_core::ports::{RewardsPort, SystemClock};
 use profile_core::{ProfileService, ServiceConfig};
 use profile_http_warp::AppState;
@@ -32,6 +31,7 @@ fn install_metrics() -> Result<PrometheusHandle, AppError> {
     profile_grpc_tonic::describe_metrics();
     profile_rewards_http::describe_metrics();
     profile_cache_moka::describe_metrics();
+    crate::cache::describe_metrics();
     crate::journal::describe_metrics();
     metrics::describe_gauge!("db_pool_size", "Connections open in the pool, by database");
     metrics::describe_gauge!("db_pool_in_use", "Connections checked out of the pool, by database");
@@ -95,6 +95,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
     if !args.demo && args.jwt.jwt_secret.as_deref().is_none_or(str::is_empty) {
         return Err(missing_secret());
     }
+    crate::cache::check(args.cache_url.as_deref())?;
     let _log_guard = init_logging();
     let prometheus = install_metrics()?;
 
@@ -144,12 +145,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), AppError> {
         None => Arc::new(UnconfiguredRewards::new()),
     };
     let rewards_window = Duration::from_secs(args.rewards_cache_ttl_s);
-    let cache = Arc::new(MokaCache::new(CacheConfig {
-        profile_ttl: Duration::from_secs(args.profile_cache_ttl_s),
-        // Keep the last known balance far beyond the window so failures can serve it `stale`.
-        rewards_retention: rewards_window.max(Duration::from_secs(24 * 3600)),
-        ..CacheConfig::default()
-    }));
+    let cache = crate::cache::build(
+        args.cache_url.as_deref(),
+        Duration::from_secs(args.profile_cache_ttl_s),
+        rewards_window,
+    )?;
     let executor = TokioExecutor::default();
     let service = Arc::new(
         ProfileService::new(

@@ -1,0 +1,741 @@
+//! The shared cache on Redis: the second level behind each instance's in-process cache,
+//! with cross-instance invalidation (SPEC §10).
+//!
+//! [`RedisCache`] implements [`CachePort`] over the first level it is handed (any
+//! `Arc<dyn CachePort>`, e.g. the mini-moka cache) and Redis:
+//!
+//! - Entries are in a format of their own ([`format`]), written by Lua scripts that
+//!   compare versions (never an older profile over a newer one, nor an older balance
+//!   over a newer one) and carry a *generation*: every profile entry is stamped with
+//!   the value of one generation key, and reads only accept entries of the current
+//!   generation. Bumping that key makes every profile entry unusable at once.
+//! - Every put or invalidation of a profile is published on one channel, from inside
+//!   the same script, before the call returns; every other instance drops its
+//!   in-process copy when the message arrives.
+//! - A supervisor task holds the subscription and sends itself a heartbeat through
+//!   Redis; a missing heartbeat (a Redis that hangs), a closed subscription, or any
+//!   failing or slow operation marks the cache *disconnected*. Disconnected, nothing
+//!   touches Redis and the in-process profiles are cleared and bypassed (balances are
+//!   still served from the first level). Once subscribed again the supervisor bumps
+//!   the generation and tells every instance to clear its in-process profiles, and
+//!   only then reads Redis again.
+//! - Each operation has a short timeout; the first failure opens the circuit (the
+//!   disconnected state above), so a dead Redis costs one timeout per request at most,
+//!   then nothing. Redis errors are misses.
+//!
+//! The connection URL (it may carry a password) is never logged nor put in an error.
+
+pub mod format;
+pub mod testing;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures::StreamExt;
+use metrics::{Counter, Gauge, Unit};
+use profile_core::domain::{ProfileSnapshot, RewardsSnapshot, UserId};
+use profile_core::ports::CachePort;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubStream};
+use redis::{RedisResult, Script};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Gauge: 1 while subscribed and usable, 0 otherwise.
+pub const CONNECTED: &str = "shared_cache_connected";
+/// Counter of shared-cache lookups that found a usable entry, by `cache`.
+pub const HITS_TOTAL: &str = "shared_cache_hits_total";
+/// Counter of shared-cache lookups that found nothing usable, by `cache`.
+pub const MISSES_TOTAL: &str = "shared_cache_misses_total";
+/// Counter of failed or timed-out Redis operations.
+pub const ERRORS_TOTAL: &str = "shared_cache_errors_total";
+/// Counter of invalidations this instance announced.
+pub const INVALIDATIONS_SENT_TOTAL: &str = "shared_cache_invalidations_sent_total";
+/// Counter of invalidations received from other instances.
+pub const INVALIDATIONS_RECEIVED_TOTAL: &str = "shared_cache_invalidations_received_total";
+
+/// Registers the descriptions of this crate's metrics with the installed recorder.
+pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        CONNECTED,
+        Unit::Count,
+        "1 while the shared cache (Redis) is connected and subscribed."
+    );
+    metrics::describe_counter!(
+        HITS_TOTAL,
+        Unit::Count,
+        "Shared-cache lookups that found an entry, by cache."
+    );
+    metrics::describe_counter!(
+        MISSES_TOTAL,
+        Unit::Count,
+        "Shared-cache lookups that found nothing, by cache."
+    );
+    metrics::describe_counter!(
+        ERRORS_TOTAL,
+        Unit::Count,
+        "Shared-cache operations that failed or timed out."
+    );
+    metrics::describe_counter!(
+        INVALIDATIONS_SENT_TOTAL,
+        Unit::Count,
+        "Profile invalidations announced to other instances."
+    );
+    metrics::describe_counter!(
+        INVALIDATIONS_RECEIVED_TOTAL,
+        Unit::Count,
+        "Profile invalidations received from other instances."
+    );
+}
+
+/// Settings of the shared cache.
+#[derive(Clone)]
+pub struct RedisCacheConfig {
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]` (or `rediss://`); never logged.
+    pub url: String,
+    /// Profile TTL, counted from the databases read; zero disables profiles here too.
+    pub profile_ttl: Duration,
+    /// How long balances are kept (24 h, for `stale`).
+    pub rewards_retention: Duration,
+    /// The rewards window: a first-level balance younger than this is used as is.
+    pub rewards_window: Duration,
+    /// Longest wait for one Redis operation of a request; the first one over opens the circuit.
+    pub op_timeout: Duration,
+    /// How often the supervisor checks the connection.
+    pub heartbeat: Duration,
+    /// A heartbeat older than this means the connection is lost.
+    pub heartbeat_timeout: Duration,
+    /// Prefix of every key and channel (instances sharing a cache share it).
+    pub key_prefix: String,
+}
+
+impl RedisCacheConfig {
+    /// Defaults for `url`: 60 s profiles, 24 h balances, 30 s window, 12 ms per
+    /// operation, a heartbeat every 250 ms, lost after 1 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            profile_ttl: Duration::from_secs(60),
+            rewards_retention: Duration::from_secs(24 * 3600),
+            rewards_window: Duration::from_secs(30),
+            op_timeout: Duration::from_millis(12),
+            heartbeat: Duration::from_millis(250),
+            heartbeat_timeout: Duration::from_secs(1),
+            key_prefix: "profile-api".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisCacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCacheConfig")
+            .field("url", &redacted(&self.url))
+            .field("profile_ttl", &self.profile_ttl)
+            .field("rewards_retention", &self.rewards_retention)
+            .field("op_timeout", &self.op_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any user name and password replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Checks a cache URL; the error never repeats the URL (it may hold a password).
+pub fn parse_url(url: &str) -> Result<redis::Client, String> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some("redis") => {}
+        Some("rediss") => return Err("rediss:// (TLS) is not supported by this build; use redis://".into()),
+        _ => return Err("expected redis://[:PASSWORD@]HOST:PORT[/DB]".into()),
+    }
+    let client = redis::Client::open(url)
+        .map_err(|_| "is not a valid Redis URL (expected redis://[:PASSWORD@]HOST:PORT[/DB])".to_owned())?;
+    Ok(client)
+}
+
+/// Reads a profile entry of the current generation.
+static GET_PROFILE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local gen = redis.call('GET', KEYS[2]) or '0'
+local e = redis.call('HMGET', KEYS[1], 'g', 'd')
+if e[1] == gen and e[2] then return e[2] end
+return false",
+    )
+});
+
+/// Stores a profile unless the current generation holds a higher version (an entry or
+/// the tombstone of an invalidation); announces it unless it only refreshed the same
+/// version. Returns 0 refused, 1 stored, 2 stored and announced.
+static PUT_PROFILE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local gen = redis.call('GET', KEYS[2]) or '0'
+local e = redis.call('HMGET', KEYS[1], 'g', 'v')
+local v = tonumber(ARGV[1])
+local announce = 1
+if e[1] == gen and e[2] then
+  local cur = tonumber(e[2])
+  if cur > v then return 0 end
+  if cur == v then announce = 0 end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'g', gen, 'v', ARGV[1], 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if announce == 1 then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return 1 + announce",
+    )
+});
+
+/// Drops a profile, keeping its version as a tombstone (an older put stays refused),
+/// and announces it.
+static INVALIDATE_PROFILE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local gen = redis.call('GET', KEYS[2]) or '0'
+local e = redis.call('HMGET', KEYS[1], 'g', 'v')
+if e[1] == gen and e[2] then
+  redis.call('HDEL', KEYS[1], 'd')
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+else
+  redis.call('DEL', KEYS[1])
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1",
+    )
+});
+
+/// Makes every profile entry unusable (a new generation) and tells every instance to
+/// drop its in-process profiles.
+static NEW_GENERATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local g = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return g",
+    )
+});
+
+/// Stores a balance unless a later fetch is stored.
+static PUT_REWARDS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local cur = redis.call('HGET', KEYS[1], 'a')
+if cur and tonumber(cur) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'a', ARGV[1], 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1",
+    )
+});
+
+/// The time the supervisor gives connecting, subscribing and the heartbeat.
+const CONTROL_TIMEOUT: Duration = Duration::from_millis(500);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+struct Metrics {
+    connected: Gauge,
+    profile_hits: Counter,
+    profile_misses: Counter,
+    rewards_hits: Counter,
+    rewards_misses: Counter,
+    errors: Counter,
+    sent: Counter,
+    received: Counter,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        Self {
+            connected: metrics::gauge!(CONNECTED),
+            profile_hits: metrics::counter!(HITS_TOTAL, "cache" => "profile"),
+            profile_misses: metrics::counter!(MISSES_TOTAL, "cache" => "profile"),
+            rewards_hits: metrics::counter!(HITS_TOTAL, "cache" => "rewards"),
+            rewards_misses: metrics::counter!(MISSES_TOTAL, "cache" => "rewards"),
+            errors: metrics::counter!(ERRORS_TOTAL),
+            sent: metrics::counter!(INVALIDATIONS_SENT_TOTAL),
+            received: metrics::counter!(INVALIDATIONS_RECEIVED_TOTAL),
+        }
+    }
+}
+
+struct Keys {
+    prefix: String,
+    generation: String,
+    channel: String,
+    heartbeat: String,
+}
+
+struct Shared {
+    local: Arc<dyn CachePort>,
+    client: redis::Client,
+    conn: ConnectionManager,
+    cfg: RedisCacheConfig,
+    keys: Keys,
+    instance: String,
+    connected: AtomicBool,
+    down: Notify,
+    /// Bumped by every invalidation received and every change of connection state: a
+    /// read from Redis that saw it change does not fill the first level.
+    epoch: AtomicU64,
+    last_heartbeat: Mutex<Instant>,
+    /// When first-level copies filled from Redis must stop being served (they were read
+    /// from the databases earlier than they were put there).
+    deadlines: Mutex<HashMap<UserId, Instant>>,
+    m: Metrics,
+}
+
+/// The two-level cache: the first level it is handed, and Redis shared by every instance.
+pub struct RedisCache {
+    shared: Arc<Shared>,
+    supervisor: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("config", &self.shared.cfg)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisCache {
+    fn drop(&mut self) {
+        self.supervisor.abort();
+    }
+}
+
+impl RedisCache {
+    /// Checks the URL and starts the supervisor (on the current Tokio runtime), which
+    /// connects in the background and keeps reconnecting; Redis need not be up. Install
+    /// the metrics recorder first.
+    pub fn start(cfg: RedisCacheConfig, local: Arc<dyn CachePort>) -> Result<Self, String> {
+        let client = parse_url(&cfg.url)?;
+        let manager_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONTROL_TIMEOUT))
+            .set_response_timeout(Some(CONTROL_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
+            .map_err(|_| "cannot set up the Redis connection".to_owned())?;
+        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let instance = format!("{:x}-{:x}", std::process::id(), nanos);
+        let prefix = cfg.key_prefix.clone();
+        let keys = Keys {
+            generation: format!("{prefix}:gen"),
+            channel: format!("{prefix}:inv"),
+            heartbeat: format!("{prefix}:hb:{instance}"),
+            prefix,
+        };
+        let shared = Arc::new(Shared {
+            local,
+            client,
+            conn,
+            cfg,
+            keys,
+            instance,
+            connected: AtomicBool::new(false),
+            down: Notify::new(),
+            epoch: AtomicU64::new(0),
+            last_heartbeat: Mutex::new(Instant::now()),
+            deadlines: Mutex::new(HashMap::new()),
+            m: Metrics::new(),
+        });
+        shared.m.connected.set(0.0);
+        let supervisor = tokio::spawn(shared.clone().supervise());
+        Ok(Self { shared, supervisor })
+    }
+
+    /// Whether the shared cache is connected, subscribed and in use.
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected()
+    }
+
+    /// Waits until connected, up to `limit`; returns whether it is.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while !self.is_connected() {
+            if start.elapsed() >= limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+}
+
+impl Shared {
+    fn connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    fn profile_key(&self, user_id: UserId) -> String {
+        format!("{}:p:{user_id}", self.keys.prefix)
+    }
+
+    fn rewards_key(&self, user_id: UserId) -> String {
+        format!("{}:r:{user_id}", self.keys.prefix)
+    }
+
+    /// Opens the circuit: nothing touches Redis until the supervisor has resynchronised.
+    fn trip(&self) {
+        if self.connected.swap(false, Ordering::SeqCst) {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            self.m.connected.set(0.0);
+            self.down.notify_one();
+        }
+    }
+
+    /// Runs one request-path operation under the timeout; a failure is a miss and
+    /// opens the circuit.
+    async fn op<T>(&self, f: impl Future<Output = RedisResult<T>>) -> Option<T> {
+        if !self.connected() {
+            return None;
+        }
+        match tokio::time::timeout(self.cfg.op_timeout, f).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.m.errors.increment(1);
+                tracing::warn!(kind = ?e.kind(), "shared cache operation failed; bypassing it until reconnected");
+                self.trip();
+                None
+            }
+            Err(_) => {
+                self.m.errors.increment(1);
+                tracing::warn!("shared cache operation timed out; bypassing it until reconnected");
+                self.trip();
+                None
+            }
+        }
+    }
+
+    async fn clear_local(&self) {
+        lock(&self.deadlines).clear();
+        self.local.clear_profiles().await;
+    }
+
+    /// Connects, resynchronises, serves messages until the connection is lost; forever.
+    async fn supervise(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.connect().await {
+                Some(stream) => {
+                    backoff = Duration::from_millis(50);
+                    self.serve(stream).await;
+                    self.connected.store(false, Ordering::SeqCst);
+                    self.epoch.fetch_add(1, Ordering::SeqCst);
+                    self.m.connected.set(0.0);
+                    self.clear_local().await;
+                    tracing::warn!(
+                        "shared cache disconnected: in-process profiles bypassed until it is back"
+                    );
+                }
+                None => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// Subscribes, then makes every profile entry unusable and has every instance drop
+    /// its in-process profiles (changes made while this one was away were never
+    /// announced), and only then declares the cache connected.
+    async fn connect(&self) -> Option<PubSubStream> {
+        let mut pubsub =
+            tokio::time::timeout(CONTROL_TIMEOUT, self.client.get_async_pubsub()).await.ok()?.ok()?;
+        let channels = vec![self.keys.channel.clone(), self.keys.heartbeat.clone()];
+        tokio::time::timeout(CONTROL_TIMEOUT, pubsub.subscribe(channels)).await.ok()?.ok()?;
+        let stream = pubsub.into_on_message();
+        let mut conn = self.conn.clone();
+        let message = format!("g|{}", self.instance);
+        let mut inv = NEW_GENERATION.prepare_invoke();
+        inv.key(&self.keys.generation).arg(&self.keys.channel).arg(&message);
+        let generation: i64 =
+            tokio::time::timeout(CONTROL_TIMEOUT, inv.invoke_async(&mut conn)).await.ok()?.ok()?;
+        self.clear_local().await;
+        *lock(&self.last_heartbeat) = Instant::now();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.connected.store(true, Ordering::SeqCst);
+        self.m.connected.set(1.0);
+        tracing::info!(generation, "shared cache connected");
+        Some(stream)
+    }
+
+    async fn serve(self: &Arc<Self>, mut stream: PubSubStream) {
+        let mut tick = tokio::time::interval(self.cfg.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.on_message(&msg).await,
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    if lock(&self.last_heartbeat).elapsed() > self.cfg.heartbeat_timeout {
+                        self.m.errors.increment(1);
+                        tracing::warn!("shared cache heartbeat lost");
+                        return;
+                    }
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let mut conn = this.conn.clone();
+                        let mut cmd = redis::cmd("PUBLISH");
+                        cmd.arg(&this.keys.heartbeat).arg("beat");
+                        let beat = cmd.query_async::<i64>(&mut conn);
+                        if !matches!(tokio::time::timeout(CONTROL_TIMEOUT, beat).await, Ok(Ok(_))) {
+                            this.m.errors.increment(1);
+                            this.trip();
+                        }
+                    });
+                }
+                () = self.down.notified() => return,
+            }
+        }
+    }
+
+    async fn on_message(&self, msg: &redis::Msg) {
+        if msg.get_channel_name() == self.keys.heartbeat {
+            *lock(&self.last_heartbeat) = Instant::now();
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(msg.get_payload_bytes()) else { return };
+        let mut parts = text.splitn(3, '|');
+        let (kind, from, user) = (parts.next(), parts.next(), parts.next());
+        if from == Some(self.instance.as_str()) {
+            return;
+        }
+        match (kind, user.and_then(|u| u.parse::<UserId>().ok())) {
+            (Some("p"), Some(user_id)) => {
+                self.epoch.fetch_add(1, Ordering::SeqCst);
+                lock(&self.deadlines).remove(&user_id);
+                self.local.invalidate_profile(user_id).await;
+                self.m.received.increment(1);
+            }
+            (Some("g"), _) => {
+                self.epoch.fetch_add(1, Ordering::SeqCst);
+                self.clear_local().await;
+                self.m.received.increment(1);
+            }
+            _ => {}
+        }
+    }
+
+    fn local_fresh(&self, user_id: UserId) -> bool {
+        lock(&self.deadlines).get(&user_id).is_none_or(|d| Instant::now() < *d)
+    }
+
+    fn remember_deadline(&self, user_id: UserId, deadline: Instant) {
+        let mut deadlines = lock(&self.deadlines);
+        if deadlines.len() >= 100_000 {
+            let now = Instant::now();
+            deadlines.retain(|_, d| *d > now);
+        }
+        deadlines.insert(user_id, deadline);
+    }
+}
+
+#[async_trait]
+impl CachePort for RedisCache {
+    /// The first level's copy while connected (never one filled from Redis past the
+    /// TTL), else Redis's entry of the current generation, which then fills the first
+    /// level; nothing at all while disconnected.
+    async fn profile(&self, user_id: UserId) -> Option<Arc<ProfileSnapshot>> {
+        let s = &self.shared;
+        let ttl = s.cfg.profile_ttl;
+        if ttl.is_zero() || !s.connected() {
+            return None;
+        }
+        if let Some(hit) = s.local.profile(user_id).await {
+            if s.local_fresh(user_id) {
+                return Some(hit);
+            }
+            lock(&s.deadlines).remove(&user_id);
+            s.local.invalidate_profile(user_id).await;
+        }
+        let epoch = s.epoch.load(Ordering::SeqCst);
+        let (key, mut conn) = (s.profile_key(user_id), s.conn.clone());
+        let raw: Option<Option<Vec<u8>>> = s
+            .op(async {
+                let mut inv = GET_PROFILE.prepare_invoke();
+                inv.key(&key).key(&s.keys.generation);
+                inv.invoke_async(&mut conn).await
+            })
+            .await;
+        let decoded = raw.flatten().and_then(|b| format::decode_profile(&b));
+        let age = decoded.as_ref().map(|(_, read_at)| Utc::now().timestamp_millis() - read_at);
+        let (Some((profile, _)), Some(age)) = (decoded, age) else {
+            s.m.profile_misses.increment(1);
+            return None;
+        };
+        let left = ms(ttl) - age.max(0);
+        if left <= 0 || profile.user_id != user_id {
+            s.m.profile_misses.increment(1);
+            return None;
+        }
+        s.m.profile_hits.increment(1);
+        let snapshot = ProfileSnapshot::new(profile);
+        if s.connected() && s.epoch.load(Ordering::SeqCst) == epoch {
+            let left = Duration::from_millis(u64::try_from(left).unwrap_or_default());
+            s.remember_deadline(user_id, Instant::now() + left);
+            s.local.put_profile(snapshot.clone()).await;
+        }
+        Some(snapshot)
+    }
+
+    /// Stores in Redis under the version guard (announcing a new version to the other
+    /// instances before returning), then in the first level; skipped when Redis holds a
+    /// newer version, and while disconnected.
+    async fn put_profile(&self, snapshot: Arc<ProfileSnapshot>) {
+        let s = &self.shared;
+        if s.cfg.profile_ttl.is_zero() || !s.connected() {
+            return;
+        }
+        let user_id = snapshot.profile.user_id;
+        let payload = format::encode_profile(&snapshot.profile, Utc::now().timestamp_millis());
+        let message = format!("p|{}|{user_id}", s.instance);
+        let (key, mut conn) = (s.profile_key(user_id), s.conn.clone());
+        let stored: Option<i64> = s
+            .op(async {
+                let mut inv = PUT_PROFILE.prepare_invoke();
+                inv.key(&key)
+                    .key(&s.keys.generation)
+                    .arg(snapshot.profile.version)
+                    .arg(payload)
+                    .arg(ms(s.cfg.profile_ttl))
+                    .arg(&s.keys.channel)
+                    .arg(&message);
+                inv.invoke_async(&mut conn).await
+            })
+            .await;
+        match stored {
+            Some(n) if n >= 1 => {
+                if n == 2 {
+                    s.m.sent.increment(1);
+                }
+                lock(&s.deadlines).remove(&user_id);
+                s.local.put_profile(snapshot).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops the first level's copy and Redis's entry (keeping its version as a
+    /// tombstone), and announces it before returning.
+    async fn invalidate_profile(&self, user_id: UserId) {
+        let s = &self.shared;
+        lock(&s.deadlines).remove(&user_id);
+        s.local.invalidate_profile(user_id).await;
+        if s.cfg.profile_ttl.is_zero() {
+            return;
+        }
+        let message = format!("p|{}|{user_id}", s.instance);
+        let (key, mut conn) = (s.profile_key(user_id), s.conn.clone());
+        let done: Option<i64> = s
+            .op(async {
+                let mut inv = INVALIDATE_PROFILE.prepare_invoke();
+                inv.key(&key)
+                    .key(&s.keys.generation)
+                    .arg(ms(s.cfg.profile_ttl))
+                    .arg(&s.keys.channel)
+                    .arg(&message);
+                inv.invoke_async(&mut conn).await
+            })
+            .await;
+        if done.is_some() {
+            s.m.sent.increment(1);
+        }
+    }
+
+    /// Drops every in-process profile and, through a new generation, every shared one,
+    /// telling the other instances to drop theirs.
+    async fn clear_profiles(&self) {
+        let s = &self.shared;
+        s.clear_local().await;
+        let message = format!("g|{}", s.instance);
+        let mut conn = s.conn.clone();
+        let done: Option<i64> = s
+            .op(async {
+                let mut inv = NEW_GENERATION.prepare_invoke();
+                inv.key(&s.keys.generation).arg(&s.keys.channel).arg(&message);
+                inv.invoke_async(&mut conn).await
+            })
+            .await;
+        if done.is_some() {
+            s.m.sent.increment(1);
+        }
+    }
+
+    /// The first level's balance when it is within the window; else the later of it
+    /// and Redis's (which then fills the first level).
+    async fn rewards(&self, user_id: UserId) -> Option<RewardsSnapshot> {
+        let s = &self.shared;
+        let local = s.local.rewards(user_id).await;
+        let window = chrono::TimeDelta::from_std(s.cfg.rewards_window).unwrap_or(chrono::TimeDelta::MAX);
+        if local.as_ref().is_some_and(|l| Utc::now().signed_duration_since(l.fetched_at) < window)
+            || !s.connected()
+        {
+            return local;
+        }
+        let (key, mut conn) = (s.rewards_key(user_id), s.conn.clone());
+        let raw: Option<Option<Vec<u8>>> =
+            s.op(redis::cmd("HGET").arg(&key).arg("d").query_async::<Option<Vec<u8>>>(&mut conn)).await;
+        let Some(remote) = raw.flatten().and_then(|b| format::decode_rewards(&b)) else {
+            s.m.rewards_misses.increment(1);
+            return local;
+        };
+        s.m.rewards_hits.increment(1);
+        if local.as_ref().is_some_and(|l| l.fetched_at >= remote.fetched_at) {
+            return local;
+        }
+        s.local.put_rewards(user_id, remote.clone()).await;
+        Some(remote)
+    }
+
+    /// Stores the balance in the first level and in Redis (a later fetch wins).
+    async fn put_rewards(&self, user_id: UserId, snapshot: RewardsSnapshot) {
+        let s = &self.shared;
+        s.local.put_rewards(user_id, snapshot.clone()).await;
+        if !s.connected() {
+            return;
+        }
+        let payload = format::encode_rewards(&snapshot);
+        let (key, mut conn) = (s.rewards_key(user_id), s.conn.clone());
+        let fetched = snapshot.fetched_at.timestamp_micros();
+        let _: Option<i64> = s
+            .op(async {
+                let mut inv = PUT_REWARDS.prepare_invoke();
+                inv.key(&key).arg(fetched).arg(payload).arg(ms(s.cfg.rewards_retention));
+                inv.invoke_async(&mut conn).await
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted_and_errors_never_repeat_them() {
+        assert_eq!(redacted("redis://:s3cret@host:6379/0"), "redis://***@host:6379/0");
+        assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+        for bad in ["http://:s3cret@host", "s3cret", "redis://:s3cret@[bad", "rediss://:s3cret@host:1"] {
+            let e = parse_url(bad).err().unwrap_or_default();
+            assert!(!e.is_empty(), "{bad} accepted");
+            assert!(!e.contains("s3cret"), "password in {e}");
+        }
+        assert!(parse_url("redis://:pw@127.0.0.1:6379/2").is_ok());
+    }
+}
