@@ -259,7 +259,7 @@ def main():
         plan = []
         if ref_port:
             plan += [("reference-healthz", ref_port, "plain", None, "/healthz"),
-                     (REFERENCE, ref_port, "plain", None, "/user/profile")]
+                     (REFERENCE, ref_port, "get", tok["one"], "/user/profile")]
         plan += [
             ("healthz", main_port, "plain", None, "/healthz"),
             ("get-cached", main_port, "get", tok["one"], "/user/profile"),
