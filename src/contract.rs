@@ -299,10 +299,10 @@ pub async fn profile_repository_contract(repo: &dyn ProfileRepository) {
     );
     expect_load(repo, a, None, "after Refuse (nothing may be written)").await;
 
-    let skipping = repo.update(a, Box::new(move |_| Decision::Store(full_record(a, 2)))).await;
+    let gap = repo.update(a, Box::new(move |_| Decision::Store(full_record(a, 2)))).await;
     assert!(
-        matches!(skipping, Err(StoreError::Failure(_))),
-        "Store of a version that is not stored + 1 must fail, got {skipping:?}"
+        matches!(gap, Err(StoreError::Failure(_))),
+        "Store of a version that is not stored + 1 must fail, got {gap:?}"
     );
     expect_load(repo, a, None, "after a refused Store (nothing may be written)").await;
 
