@@ -35,6 +35,15 @@ impl Theme {
             _ => None,
         }
     }
+
+    /// The name as the API and the stores write it (the inverse of [`Theme::from_name`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Light => "light",
+            Self::Dark => "dark",
+            Self::System => "system",
+        }
+    }
 }
 
 /// Who may see the profile.
@@ -61,6 +70,15 @@ impl Visibility {
             "contacts" => Some(Self::Contacts),
             "private" => Some(Self::Private),
             _ => None,
+        }
+    }
+
+    /// The name as the API and the stores write it (the inverse of [`Visibility::from_name`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Contacts => "contacts",
+            Self::Private => "private",
         }
     }
 }
@@ -408,5 +426,20 @@ impl ProfileView {
         let _ = serde_json::to_writer(&mut out, &self.rewards);
         out.push(b'}');
         out
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for n in Theme::NAMES {
+            assert_eq!(Theme::from_name(n).map(Theme::name), Some(*n));
+        }
+        for n in Visibility::NAMES {
+            assert_eq!(Visibility::from_name(n).map(Visibility::name), Some(*n));
+        }
     }
 }

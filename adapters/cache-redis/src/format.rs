@@ -71,22 +71,6 @@ struct AddressV1 {
     country: String,
 }
 
-fn theme_name(t: Theme) -> &'static str {
-    match t {
-        Theme::Light => "light",
-        Theme::Dark => "dark",
-        Theme::System => "system",
-    }
-}
-
-fn visibility_name(v: Visibility) -> &'static str {
-    match v {
-        Visibility::Public => "public",
-        Visibility::Contacts => "contacts",
-        Visibility::Private => "private",
-    }
-}
-
 /// Encodes a profile read from the databases at `read_at_ms`.
 pub fn encode_profile(profile: &Profile, read_at_ms: i64) -> Vec<u8> {
     let p = profile;
@@ -111,13 +95,13 @@ pub fn encode_profile(profile: &Profile, read_at_ms: i64) -> Vec<u8> {
             country: per.country.clone(),
             language: pre.language.clone(),
             timezone: pre.timezone.clone(),
-            theme: theme_name(pre.theme).to_owned(),
+            theme: pre.theme.name().to_owned(),
             currency: pre.currency.clone(),
             notify_email: pre.notifications.email,
             notify_sms: pre.notifications.sms,
             notify_push: pre.notifications.push,
             notify_marketing: pre.notifications.marketing,
-            visibility: visibility_name(pre.privacy.profile_visibility).to_owned(),
+            visibility: pre.privacy.profile_visibility.name().to_owned(),
             show_activity: pre.privacy.show_activity,
             member_since: st.member_since,
             last_login_at: st.last_login_at,

@@ -71,22 +71,6 @@ struct ProfileRow {
     billing_country: Option<String>,
 }
 
-fn theme_name(t: Theme) -> &'static str {
-    match t {
-        Theme::Light => "light",
-        Theme::Dark => "dark",
-        Theme::System => "system",
-    }
-}
-
-fn visibility_name(v: Visibility) -> &'static str {
-    match v {
-        Visibility::Public => "public",
-        Visibility::Contacts => "contacts",
-        Visibility::Private => "private",
-    }
-}
-
 fn bad_row(user_id: UserId, what: &str, value: &str) -> StoreError {
     StoreError::Failure(format!("profiles database: profile {user_id} has an unreadable {what}: {value:?}"))
 }
@@ -112,13 +96,13 @@ impl ProfileRow {
             country: p.country.clone(),
             language: pr.language.clone(),
             timezone: pr.timezone.clone(),
-            theme: theme_name(pr.theme).to_owned(),
+            theme: pr.theme.name().to_owned(),
             currency: pr.currency.clone(),
             notify_email: pr.notifications.email,
             notify_sms: pr.notifications.sms,
             notify_push: pr.notifications.push,
             notify_marketing: pr.notifications.marketing,
-            profile_visibility: visibility_name(pr.privacy.profile_visibility).to_owned(),
+            profile_visibility: pr.privacy.profile_visibility.name().to_owned(),
             show_activity: pr.privacy.show_activity,
             company_name: b.company_name.clone(),
             job_title: b.job_title.clone(),
