@@ -393,6 +393,13 @@ pub struct ProfileView {
     pub rewards: Rewards,
 }
 
+/// `n` as 32 lower-case hex digits (what `format!("{n:032x}")` writes, without the
+/// formatting machinery: this runs on every read).
+fn hex32(n: u128) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (0..32).map(|i| char::from(HEX[((n >> (124 - 4 * i)) & 0xf) as usize])).collect()
+}
+
 impl ProfileView {
     /// The profile.
     pub fn profile(&self) -> &Profile {
@@ -412,7 +419,7 @@ impl ProfileView {
             }
             None => h.update(&[0]),
         }
-        EntityTag::new(format!("{:032x}", h.digest128()))
+        EntityTag::new(hex32(h.digest128()))
     }
 
     /// The JSON document of SPEC §4: the cached profile object with `rewards` appended.
@@ -440,6 +447,18 @@ mod name_tests {
         }
         for n in Visibility::NAMES {
             assert_eq!(Visibility::from_name(n).map(Visibility::name), Some(*n));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hex32;
+
+    #[test]
+    fn hex32_is_zero_padded_lower_hex() {
+        for n in [0, 1, 0xabc, u128::from(u64::MAX), u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            assert_eq!(hex32(n), format!("{n:032x}"));
         }
     }
 }

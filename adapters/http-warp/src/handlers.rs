@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use headers::{ETag, HeaderMapExt};
 use profile_core::ProfileRead;
 use profile_core::domain::ProfileUpdate;
 use profile_core::ports::Timings;
 use warp::Buf;
 use warp::Rejection;
-use warp::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, VARY};
+use warp::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY};
 use warp::http::{HeaderMap, HeaderValue, StatusCode};
 use warp::hyper::body::Body as _;
 use warp::reject::{
@@ -38,7 +37,7 @@ pub(crate) async fn get_profile(ctx: Arc<Ctx>, start: Instant, headers: HeaderMa
     };
     match ctx.state.service.get(user).await {
         Ok(read) => {
-            let etag = conditional::etag(&read.view.etag());
+            let etag = conditional::etag_value(&read.view.etag());
             if etag.as_ref().is_some_and(|e| conditional::not_modified(&headers, e)) {
                 return not_modified(etag, &read.timings, start);
             }
@@ -81,7 +80,7 @@ where
     let precondition = conditional::precondition(&headers);
     let parsed = ProfileUpdate::from_merge_patch(&doc, ctx.state.service.today());
     match ctx.state.service.update(user, parsed, precondition).await {
-        Ok(read) => profile_response(&read, conditional::etag(&read.view.etag()), start),
+        Ok(read) => profile_response(&read, conditional::etag_value(&read.view.etag()), start),
         Err(e) => problem::service_error(e),
     }
 }
@@ -217,9 +216,9 @@ fn is_json_media_type(value: Option<&HeaderValue>) -> bool {
 }
 
 /// Headers shared by `200` and `304` of the profile.
-fn cache_headers(h: &mut HeaderMap, etag: Option<ETag>, timings: &Timings, start: Instant) {
+fn cache_headers(h: &mut HeaderMap, etag: Option<HeaderValue>, timings: &Timings, start: Instant) {
     if let Some(etag) = etag {
-        h.typed_insert(etag);
+        h.insert(ETAG, etag);
     }
     h.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
     h.insert(VARY, HeaderValue::from_static("Authorization"));
@@ -228,7 +227,7 @@ fn cache_headers(h: &mut HeaderMap, etag: Option<ETag>, timings: &Timings, start
     }
 }
 
-fn profile_response(read: &ProfileRead, etag: Option<ETag>, start: Instant) -> Response {
+fn profile_response(read: &ProfileRead, etag: Option<HeaderValue>, start: Instant) -> Response {
     let mut res = Response::new(read.view.to_json().into());
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -236,7 +235,7 @@ fn profile_response(read: &ProfileRead, etag: Option<ETag>, start: Instant) -> R
     res
 }
 
-fn not_modified(etag: Option<ETag>, timings: &Timings, start: Instant) -> Response {
+fn not_modified(etag: Option<HeaderValue>, timings: &Timings, start: Instant) -> Response {
     let mut res = Response::default();
     *res.status_mut() = StatusCode::NOT_MODIFIED;
     cache_headers(res.headers_mut(), etag, timings, start);

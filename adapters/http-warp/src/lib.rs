@@ -111,13 +111,14 @@ pub fn routes(
     // A missing or insane x-request-id is not an error: it is replaced.
     let request_id =
         warp::header::optional::<RequestId>(observe::X_REQUEST_ID).or(warp::any().map(|| None)).unify();
+    let metrics = Arc::new(observe::RequestMetrics::new());
     warp::any()
         .map(Instant::now)
         .and(warp::method())
         .and(warp::path::full())
         .and(request_id)
         .and(api)
-        .map(observe::finish)
+        .map(move |start, method, path, id, res| observe::finish(&metrics, start, method, path, id, res))
 }
 
 /// `GET` answered by `read`, and `HEAD` with the same status and headers and no body

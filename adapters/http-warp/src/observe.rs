@@ -1,9 +1,10 @@
 //! Per-request observability: request id, security headers, one log line, metrics.
 
 use std::str::FromStr;
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use metrics::SharedString;
+use metrics::{Counter, Histogram, SharedString};
 use warp::http::{HeaderValue, Method, StatusCode};
 use warp::path::FullPath;
 use warp::reply::Response;
@@ -83,27 +84,76 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
+/// The statuses this API answers, each a static label (allocation-free on the hot path).
+const STATUSES: [(u16, &str); 15] = [
+    (200, "200"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (409, "409"),
+    (411, "411"),
+    (412, "412"),
+    (413, "413"),
+    (415, "415"),
+    (422, "422"),
+    (500, "500"),
+    (503, "503"),
+];
+
+const ROUTES: [&str; 6] = ["/user/profile", "/healthz", "/readyz", "/metrics", "/openapi.yaml", "other"];
+const METHODS: [&str; 8] = ["GET", "PATCH", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "other"];
+
 fn status_label(s: StatusCode) -> SharedString {
-    // Static strings for what this API answers keep the hot path allocation-free.
-    let known = match s.as_u16() {
-        200 => "200",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        409 => "409",
-        411 => "411",
-        412 => "412",
-        413 => "413",
-        415 => "415",
-        422 => "422",
-        500 => "500",
-        503 => "503",
-        other => return SharedString::from(other.to_string()),
-    };
-    SharedString::const_str(known)
+    match STATUSES.iter().find(|(code, _)| *code == s.as_u16()) {
+        Some((_, label)) => SharedString::const_str(label),
+        None => SharedString::from(s.as_u16().to_string()),
+    }
+}
+
+/// The request counter and latency histogram of each (route, method, status), looked up
+/// in the recorder once and kept: building and hashing a labelled key per request costs
+/// more than recording the value.
+pub(crate) struct RequestMetrics {
+    handles: Box<[OnceLock<(Counter, Histogram)>]>,
+}
+
+impl RequestMetrics {
+    /// An empty table; handles are taken from the recorder installed at first use.
+    pub(crate) fn new() -> Self {
+        let n = ROUTES.len() * METHODS.len() * STATUSES.len();
+        Self { handles: (0..n).map(|_| OnceLock::new()).collect() }
+    }
+
+    fn record(&self, route: &'static str, method: &'static str, status: StatusCode, elapsed: Duration) {
+        let slot = (|| {
+            let r = ROUTES.iter().position(|x| *x == route)?;
+            let m = METHODS.iter().position(|x| *x == method)?;
+            let s = STATUSES.iter().position(|(code, _)| *code == status.as_u16())?;
+            Some((r * METHODS.len() + m) * STATUSES.len() + s)
+        })();
+        let make = || {
+            let status = status_label(status);
+            (
+                metrics::counter!(REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status.clone()),
+                metrics::histogram!(REQUEST_DURATION, "route" => route, "method" => method, "status" => status),
+            )
+        };
+        match slot.and_then(|i| self.handles.get(i)) {
+            Some(cell) => {
+                let (counter, histogram) = cell.get_or_init(make);
+                counter.increment(1);
+                histogram.record(elapsed.as_secs_f64());
+            }
+            None => {
+                let (counter, histogram) = make();
+                counter.increment(1);
+                histogram.record(elapsed.as_secs_f64());
+            }
+        }
+    }
 }
 
 /// Registers descriptions of the metrics this adapter emits.
@@ -119,6 +169,7 @@ pub fn describe_metrics() {
 /// Runs last on every response: adds the request id and `nosniff`, logs one line and
 /// records metrics.
 pub(crate) fn finish(
+    metrics: &RequestMetrics,
     start: Instant,
     method: warp::http::Method,
     path: FullPath,
@@ -149,11 +200,7 @@ pub(crate) fn finish(
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     tracing::info!(method, route, status = status.as_u16(), latency_ms, request_id, "request");
 
-    let status = status_label(status);
-    metrics::counter!(REQUESTS_TOTAL, "route" => route, "method" => method, "status" => status.clone())
-        .increment(1);
-    metrics::histogram!(REQUEST_DURATION, "route" => route, "method" => method, "status" => status)
-        .record(elapsed.as_secs_f64());
+    metrics.record(route, method, status, elapsed);
     res
 }
 
@@ -179,6 +226,40 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn kept_handles_count_every_request_under_its_labels() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let table = RequestMetrics::new();
+        metrics::with_local_recorder(&recorder, || {
+            for _ in 0..3 {
+                table.record("/user/profile", "GET", StatusCode::OK, Duration::from_millis(1));
+            }
+            table.record("/user/profile", "PATCH", StatusCode::PRECONDITION_FAILED, Duration::from_millis(2));
+            // A status outside the table still counts, under its own label.
+            table.record("other", "GET", StatusCode::IM_A_TEAPOT, Duration::from_millis(1));
+        });
+        let text = handle.render();
+        for want in [
+            r#"http_requests_total{route="/user/profile",method="GET",status="200"} 3"#,
+            r#"http_requests_total{route="/user/profile",method="PATCH",status="412"} 1"#,
+            r#"http_requests_total{route="other",method="GET",status="418"} 1"#,
+            r#"http_request_duration_seconds_count{route="/user/profile",method="GET",status="200"} 3"#,
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_label_the_adapter_makes_has_a_slot() {
+        for r in ["/user/profile", "/healthz", "/readyz", "/metrics", "/openapi.yaml", "/x"] {
+            assert!(ROUTES.contains(&route_label(r)));
+        }
+        for m in [Method::GET, Method::PATCH, Method::HEAD, Method::POST, Method::TRACE] {
+            assert!(METHODS.contains(&method_label(&m)));
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub mod databases;
 pub mod error;
 pub mod grpc;
 pub mod journal;
+pub mod logformat;
+pub mod logsink;
 pub mod serve;
 
 use std::process::ExitCode;

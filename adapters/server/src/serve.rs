@@ -44,21 +44,21 @@ fn install_metrics() -> Result<PrometheusHandle, AppError> {
 const DEFAULT_LOG_FILTER: &str = "info,warp::server=off";
 
 /// Sends logs through a background writer so a slow terminal never stalls a request.
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    // The appender's worker flushes whenever its queue runs dry, so buffering only
-    // batches lines into fewer write calls under load; nothing waits in the buffer.
-    let (writer, guard) =
-        tracing_appender::non_blocking(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+fn init_logging() -> Option<crate::logsink::LogGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .try_init();
-    guard
+    let builder = tracing_subscriber::fmt().event_format(crate::logformat::JsonLines).with_env_filter(filter);
+    match crate::logsink::spawn(std::io::stderr()) {
+        Ok((sink, guard)) => {
+            let _ = builder.with_writer(sink).try_init();
+            Some(guard)
+        }
+        // No thread to spare: write each line straight to stderr instead.
+        Err(_) => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+            None
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
