@@ -1,6 +1,7 @@
 //! The composition root of the profile service: configuration, wiring of the adapters
 //! into the core, and the `profile-api` subcommands.
 
+pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod commands;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod grpc;
 pub mod journal;
 pub mod serve;
+pub mod telemetry;
 
 use std::process::ExitCode;
 
