@@ -3,7 +3,7 @@
 //! anything built on it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use profile_core::Executor;
+use profile_core::admin::{MainAdmin, PoolStatus, SeedReport, StoreAdmin};
 use profile_core::domain::{
     AccountSnapshot, ProfileRecord, ProfileSnapshot, RewardsBalance, RewardsSnapshot, UserId,
 };
@@ -48,6 +49,7 @@ pub struct Faults {
     plan: Mutex<HashMap<Op, (u32, StoreError)>>,
     latency: Mutex<Option<Duration>>,
     calls: Mutex<HashMap<Op, u64>>,
+    closed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,8 +73,16 @@ impl Faults {
         lock(&self.calls).get(&op).copied().unwrap_or(0)
     }
 
+    /// From now on every call answers `Unavailable`, like a store whose pools were closed.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
     async fn enter(&self, op: Op) -> Result<(), StoreError> {
         *lock(&self.calls).entry(op).or_default() += 1;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
         let latency = *lock(&self.latency);
         if let Some(d) = latency {
             tokio::time::sleep(d).await;
@@ -150,6 +160,55 @@ impl AccountRepository for MemoryAccounts {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.faults.enter(Op::Ping).await
+    }
+}
+
+/// No pool: the gauges read 0; closing makes every later call `Unavailable`.
+#[async_trait]
+impl StoreAdmin for MemoryAccounts {
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus::default()
+    }
+
+    async fn close(&self) {
+        self.faults.close();
+    }
+}
+
+/// Seeding appends [`sample_account`]s whose statistics count every order asked for as
+/// completed (the real stores mix in other statuses).
+#[async_trait]
+impl MainAdmin for MemoryAccounts {
+    async fn has_users(&self) -> Result<bool, StoreError> {
+        Ok(!lock(&self.accounts).is_empty())
+    }
+
+    async fn seed(
+        &self,
+        users: u64,
+        orders_per_user: u32,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<SeedReport, StoreError> {
+        let first_id = {
+            let mut all = lock(&self.accounts);
+            let first_id = all.keys().max().copied().unwrap_or(0) + 1;
+            let count = i64::try_from(users).map_err(|_| StoreError::Failure("too many users".into()))?;
+            for id in first_id..first_id + count {
+                let orders = profile_core::domain::OrderStats {
+                    orders_count: i64::from(orders_per_user),
+                    ..profile_core::domain::OrderStats::default()
+                };
+                all.insert(id, AccountSnapshot { orders, ..sample_account(id) });
+            }
+            first_id
+        };
+        progress(users);
+        Ok(SeedReport {
+            first_id,
+            last_id: first_id + i64::try_from(users).unwrap_or(0) - 1,
+            users,
+            orders: users * u64::from(orders_per_user),
+        })
     }
 }
 
@@ -315,6 +374,18 @@ impl ProfileRepository for MemoryProfiles {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.faults.enter(Op::Ping).await
+    }
+}
+
+/// No pool: the gauges read 0; closing makes every later call `Unavailable`.
+#[async_trait]
+impl StoreAdmin for MemoryProfiles {
+    fn pool_status(&self) -> PoolStatus {
+        PoolStatus::default()
+    }
+
+    async fn close(&self) {
+        self.faults.close();
     }
 }
 

@@ -133,6 +133,21 @@ pub struct ServeArgs {
     pub cache_url: Option<String>,
 }
 
+impl ServeArgs {
+    /// `serve`'s settings from its arguments (those after `serve`) and the environment,
+    /// read and validated as the binary reads them.
+    pub fn parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        use clap::FromArgMatches;
+        let command = Self::augment_args(clap::Command::new("serve"));
+        let argv = std::iter::once(std::ffi::OsString::from("serve")).chain(args.into_iter().map(Into::into));
+        Self::from_arg_matches(&command.try_get_matches_from(argv)?)
+    }
+}
+
 /// A listening address: `IP:PORT`, or `HOST:PORT` resolved to its first address.
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse() {

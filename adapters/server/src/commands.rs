@@ -15,15 +15,15 @@ use crate::error::AppError;
 pub async fn migrate(args: MigrateArgs) -> Result<(), AppError> {
     let dbs = databases::open(&args.db).await?;
     dbs.close().await;
-    println!("migrated {} and {}", dbs.main_shown, dbs.profiles_shown);
+    println!("migrated {} and {}", dbs.main.shown, dbs.profiles.shown);
     Ok(())
 }
 
 /// `profile-api seed --users N [--orders-per-user M]`.
 pub async fn seed(args: SeedArgs) -> Result<(), AppError> {
     let dbs = databases::open(&args.db).await?;
-    dbs.profiles_admin.close().await;
-    let main = dbs.main_admin.clone();
+    dbs.profiles.admin.close().await;
+    let main = dbs.main.admin.clone();
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::with_draw_target(Some(args.users), ProgressDrawTarget::stderr())
     } else {

@@ -22,32 +22,55 @@ pub const PROFILES_SETTING: &str = "--profiles-db (PROFILE_PROFILES_DB)";
 /// database server that went away makes requests fail fast.
 const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The main database: its port, its upkeep, and how logs show it.
+pub struct MainDb {
+    /// The port the core reads accounts through.
+    pub accounts: Arc<dyn AccountRepository>,
+    /// Its upkeep (gauges, close, seeding).
+    pub admin: Arc<dyn MainAdmin>,
+    /// The database as logs may show it (no password).
+    pub shown: String,
+}
+
+impl MainDb {
+    /// One store serving as both the port and its upkeep.
+    pub fn new<T: AccountRepository + MainAdmin + 'static>(store: Arc<T>, shown: impl Into<String>) -> Self {
+        Self { accounts: store.clone(), admin: store, shown: shown.into() }
+    }
+}
+
+/// The profiles database: its port, its upkeep, and how logs show it.
+pub struct ProfilesDb {
+    /// The port the core reads and writes profiles through.
+    pub profiles: Arc<dyn ProfileRepository>,
+    /// Its upkeep (gauges, close).
+    pub admin: Arc<dyn StoreAdmin>,
+    /// The database as logs may show it (no password).
+    pub shown: String,
+}
+
+impl ProfilesDb {
+    /// One store serving as both the port and its upkeep.
+    pub fn new<T: ProfileRepository + StoreAdmin + 'static>(store: Arc<T>, shown: impl Into<String>) -> Self {
+        Self { profiles: store.clone(), admin: store, shown: shown.into() }
+    }
+}
+
 /// Both databases, opened and migrated (or checked).
 pub struct Databases {
-    /// The main database's port.
-    pub accounts: Arc<dyn AccountRepository>,
-    /// The main database's upkeep (gauges, close, seeding).
-    pub main_admin: Arc<dyn MainAdmin>,
-    /// The profiles database's port.
-    pub profiles: Arc<dyn ProfileRepository>,
-    /// The profiles database's upkeep (gauges, close).
-    pub profiles_admin: Arc<dyn StoreAdmin>,
-    /// The main database as logs may show it (no password).
-    pub main_shown: String,
-    /// The profiles database as logs may show it (no password).
-    pub profiles_shown: String,
+    /// The main database.
+    pub main: MainDb,
+    /// The profiles database.
+    pub profiles: ProfilesDb,
 }
 
 impl Databases {
     /// Closes both pools.
     pub async fn close(&self) {
-        self.main_admin.close().await;
-        self.profiles_admin.close().await;
+        self.main.admin.close().await;
+        self.profiles.admin.close().await;
     }
 }
-
-/// The profiles database's port, its upkeep, and how logs show it.
-type OpenedProfiles = (Arc<dyn ProfileRepository>, Arc<dyn StoreAdmin>, String);
 
 /// Which kind of database a setting names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,91 +114,107 @@ fn default_pool_size() -> usize {
 
 /// Opens (creating and migrating, or checking) both databases.
 pub async fn open(db: &DbArgs) -> Result<Databases, AppError> {
-    // Validate both settings before touching either database.
-    let main_kind = kind(MAIN_SETTING, &db.main_db)?;
-    let profiles_kind = kind(PROFILES_SETTING, &db.profiles_db)?;
-    // SQLite: how long a statement waits for a lock; PostgreSQL: for a free connection,
-    // and the longest a statement may run.
-    let timeout = Duration::from_millis(db.db_busy_timeout_ms);
-    let main_pool = db.main_pool_size.map_or_else(default_pool_size, |n| n as usize);
-    let profiles_pool = db.profiles_pool_size.map_or_else(default_pool_size, |n| n as usize);
-    let check = db.main_db_migrations == MainMigrations::Check;
+    open_with(db, None, None).await
+}
 
-    let (accounts, main_admin, main_shown): (Arc<dyn AccountRepository>, Arc<dyn MainAdmin>, String) =
-        match main_kind {
-            Kind::Sqlite(path) => {
-                let cfg = profile_sqlite::DbConfig {
-                    path: path.clone(),
-                    pool_size: main_pool,
-                    busy_timeout: timeout,
-                };
-                let store = if check {
-                    profile_sqlite::MainStore::open_checked(&cfg).await
-                } else {
-                    profile_sqlite::open_main(&cfg).await
-                }
-                .map_err(|e| AppError::setting(MAIN_SETTING, e.to_string()))?;
-                let store = Arc::new(store);
-                (store.clone(), store, path.display().to_string())
+/// A database the caller supplied, or the setting to open it from.
+enum Source<T> {
+    Supplied(T),
+    Open(Kind),
+}
+
+/// Opens the databases the caller did not supply, from their settings. The settings to
+/// use are validated before either database is touched; when the profiles database
+/// cannot be opened, the main one is closed (supplied or not: it was handed over to be
+/// part of the whole).
+pub async fn open_with(
+    db: &DbArgs,
+    main: Option<MainDb>,
+    profiles: Option<ProfilesDb>,
+) -> Result<Databases, AppError> {
+    let main = match main {
+        Some(m) => Source::Supplied(m),
+        None => Source::Open(kind(MAIN_SETTING, &db.main_db)?),
+    };
+    let profiles = match profiles {
+        Some(p) => Source::Supplied(p),
+        None => Source::Open(kind(PROFILES_SETTING, &db.profiles_db)?),
+    };
+    let main = match main {
+        Source::Supplied(m) => m,
+        Source::Open(k) => open_main(db, k).await?,
+    };
+    let profiles = match profiles {
+        Source::Supplied(p) => p,
+        Source::Open(k) => match open_profiles(db, k).await {
+            Ok(p) => p,
+            Err(e) => {
+                main.admin.close().await;
+                return Err(e);
             }
-            Kind::Postgres(url) => {
-                let cfg = profile_postgres::PgConfig {
-                    url: url.clone(),
-                    pool_size: main_pool,
-                    timeout,
-                    connect_timeout: PG_CONNECT_TIMEOUT,
-                };
-                let schema = if check {
-                    profile_postgres::MainSchema::Check
-                } else {
-                    profile_postgres::MainSchema::Apply
-                };
-                let store = profile_postgres::open_main(&cfg, schema)
-                    .await
-                    .map_err(|e| AppError::setting(MAIN_SETTING, e.to_string()))?;
-                let store = Arc::new(store);
-                (store.clone(), store, profile_postgres::redact(&url))
-            }
-        };
-    let opened: Result<OpenedProfiles, AppError> = match profiles_kind {
+        },
+    };
+    Ok(Databases { main, profiles })
+}
+
+/// SQLite: how long a statement waits for a lock; PostgreSQL: for a free connection,
+/// and the longest a statement may run.
+fn timeout(db: &DbArgs) -> Duration {
+    Duration::from_millis(db.db_busy_timeout_ms)
+}
+
+/// Opens the main database (migrating it, or only checking what the service reads).
+async fn open_main(db: &DbArgs, kind: Kind) -> Result<MainDb, AppError> {
+    let pool_size = db.main_pool_size.map_or_else(default_pool_size, |n| n as usize);
+    let check = db.main_db_migrations == MainMigrations::Check;
+    let failed = |e: &dyn std::fmt::Display| AppError::setting(MAIN_SETTING, e.to_string());
+    match kind {
         Kind::Sqlite(path) => {
-            let cfg = profile_sqlite::DbConfig {
-                path: path.clone(),
-                pool_size: profiles_pool,
-                busy_timeout: timeout,
-            };
-            match profile_sqlite::open_profiles(&cfg).await {
-                Ok(store) => {
-                    let store = Arc::new(store);
-                    Ok((store.clone(), store, path.display().to_string()))
-                }
-                Err(e) => Err(AppError::setting(PROFILES_SETTING, e.to_string())),
+            let cfg = profile_sqlite::DbConfig { path: path.clone(), pool_size, busy_timeout: timeout(db) };
+            let store = if check {
+                profile_sqlite::MainStore::open_checked(&cfg).await
+            } else {
+                profile_sqlite::open_main(&cfg).await
             }
+            .map_err(|e| failed(&e))?;
+            Ok(MainDb::new(Arc::new(store), path.display().to_string()))
         }
         Kind::Postgres(url) => {
             let cfg = profile_postgres::PgConfig {
                 url: url.clone(),
-                pool_size: profiles_pool,
-                timeout,
+                pool_size,
+                timeout: timeout(db),
                 connect_timeout: PG_CONNECT_TIMEOUT,
             };
-            match profile_postgres::open_profiles(&cfg).await {
-                Ok(store) => {
-                    let store = Arc::new(store);
-                    Ok((store.clone(), store, profile_postgres::redact(&url)))
-                }
-                Err(e) => Err(AppError::setting(PROFILES_SETTING, e.to_string())),
-            }
+            let schema =
+                if check { profile_postgres::MainSchema::Check } else { profile_postgres::MainSchema::Apply };
+            let store = profile_postgres::open_main(&cfg, schema).await.map_err(|e| failed(&e))?;
+            Ok(MainDb::new(Arc::new(store), profile_postgres::redact(&url)))
         }
-    };
-    let (profiles, profiles_admin, profiles_shown) = match opened {
-        Ok(p) => p,
-        Err(e) => {
-            main_admin.close().await;
-            return Err(e);
+    }
+}
+
+/// Opens and migrates the profiles database.
+async fn open_profiles(db: &DbArgs, kind: Kind) -> Result<ProfilesDb, AppError> {
+    let pool_size = db.profiles_pool_size.map_or_else(default_pool_size, |n| n as usize);
+    let failed = |e: &dyn std::fmt::Display| AppError::setting(PROFILES_SETTING, e.to_string());
+    match kind {
+        Kind::Sqlite(path) => {
+            let cfg = profile_sqlite::DbConfig { path: path.clone(), pool_size, busy_timeout: timeout(db) };
+            let store = profile_sqlite::open_profiles(&cfg).await.map_err(|e| failed(&e))?;
+            Ok(ProfilesDb::new(Arc::new(store), path.display().to_string()))
         }
-    };
-    Ok(Databases { accounts, main_admin, profiles, profiles_admin, main_shown, profiles_shown })
+        Kind::Postgres(url) => {
+            let cfg = profile_postgres::PgConfig {
+                url: url.clone(),
+                pool_size,
+                timeout: timeout(db),
+                connect_timeout: PG_CONNECT_TIMEOUT,
+            };
+            let store = profile_postgres::open_profiles(&cfg).await.map_err(|e| failed(&e))?;
+            Ok(ProfilesDb::new(Arc::new(store), profile_postgres::redact(&url)))
+        }
+    }
 }
 
 #[cfg(test)]

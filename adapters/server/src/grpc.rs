@@ -25,15 +25,6 @@ pub async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, AppEr
         .map_err(|e| AppError::setting(SETTING, format!("cannot listen on {addr}: {e}")))
 }
 
-/// Prints (for people and tests, like HTTP's line) and logs where gRPC listens.
-pub fn announce(listener: Option<&TcpListener>) -> Result<(), AppError> {
-    let Some(l) = listener else { return Ok(()) };
-    let addr = l.local_addr().map_err(|e| AppError::setting(SETTING, e.to_string()))?;
-    tracing::info!(%addr, "profile-api gRPC listening");
-    println!("profile-api gRPC listening on {addr}");
-    Ok(())
-}
-
 /// One shutdown signal, awaited by every listener.
 #[derive(Clone)]
 pub struct Shutdown(watch::Receiver<bool>);

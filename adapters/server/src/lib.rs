@@ -1,6 +1,7 @@
 //! The composition root of the profile service: configuration, wiring of the adapters
 //! into the core, and the `profile-api` subcommands.
 
+pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod commands;
@@ -11,6 +12,7 @@ pub mod journal;
 pub mod logformat;
 pub mod logsink;
 pub mod serve;
+pub mod telemetry;
 
 use std::process::ExitCode;
 
