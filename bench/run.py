@@ -535,8 +535,11 @@ def main():
     pgdbs = ["--main-db", pg.url("main"), "--profiles-db", pg.url("profiles")]
     log(f"seeding PostgreSQL: {USERS} users x 10 orders")
     t0 = time.perf_counter()
-    subprocess.run([BIN, "seed", "--users", str(USERS), "--orders-per-user", "10", *pgdbs], cwd=OUT, check=True,
-                   stdout=subprocess.DEVNULL)
+    # `seed` on PostgreSQL runs each batch as one statement under the statement timeout
+    # (--db-busy-timeout-ms, default 5 s), which a batch of a 100,000-user seed can
+    # exceed on a busy machine: seeding gets 2 minutes.
+    subprocess.run([BIN, "seed", "--users", str(USERS), "--orders-per-user", "10", *pgdbs,
+                    "--db-busy-timeout-ms", "120000"], cwd=OUT, check=True, stdout=subprocess.DEVNULL)
     pg_seed_s = time.perf_counter() - t0
     log(f"seeded PostgreSQL in {pg_seed_s:.2f}s")
     redis_p, redis_port = start_redis()
