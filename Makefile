@@ -50,8 +50,10 @@ fmt-check:
 fuzz:
 	bash .ci/schemathesis
 
-## bench: load benchmarks into BENCHMARKS.md (release build, loopback only)
-bench:
+## bench: load benchmarks into BENCHMARKS.md (release build, loopback only; SQLite, then a
+## throwaway PostgreSQL and redis-server from the system packages, installed when missing)
+bench: deps
+	@bash .ci/system-deps postgresql redis-server
 	python3 bench/run.py
 
 ## soak: SOAK_SECONDS (default 300) of mixed load on a release build; fails on any error

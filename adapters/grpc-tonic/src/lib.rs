@@ -22,7 +22,7 @@ use std::time::Duration;
 use profile_core::ProfileService;
 use profile_core::ports::TokenVerifier;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -154,7 +154,11 @@ pub async fn serve(
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        // TCP_NODELAY on every accepted connection, as tonic's own listener does by
+        // default (it ignores its `tcp_nodelay` setting for an incoming stream handed to
+        // it): an answer written in several pieces is then never held back by Nagle
+        // waiting on the client's delayed ACK.
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
     let mut server = std::pin::pin!(server);
     let result = tokio::select! {
         r = &mut server => Some(r),
