@@ -99,9 +99,32 @@ def log(msg):
     print(f"[bench] {msg}", flush=True)
 
 
+def realtime():
+    """`chrt -f 50` when this process may use real-time scheduling (root), else nothing.
+
+    Servers and load generators run SCHED_FIFO so that whatever else the shared machine
+    runs (builds, other jobs) waits for them rather than skewing the figures; the
+    kernel's real-time throttling still leaves 5 % of each core to everything else.
+    BENCH_RT=0 turns it off."""
+    if os.environ.get("BENCH_RT", "1") == "0" or not shutil.which("chrt"):
+        return []
+    ok = subprocess.run(["chrt", "-f", "50", "true"], capture_output=True).returncode == 0
+    return ["chrt", "-f", "50"] if ok else []
+
+
+REALTIME = None
+
+
+def rt():
+    global REALTIME
+    if REALTIME is None:
+        REALTIME = realtime()
+    return REALTIME
+
+
 def pinned(args):
-    """A server command pinned to the server core."""
-    return ["taskset", "-c", SERVER_CORE, *args]
+    """A server command pinned to the server core (real-time when allowed)."""
+    return [*rt(), "taskset", "-c", SERVER_CORE, *args]
 
 
 def ensure_tool(cmd, package):
@@ -334,7 +357,7 @@ def wrk(port, mode, tokens=None, route="/user/profile", seconds=SECONDS, cpu=Non
     env = dict(os.environ, MODE=mode, ROUTE=route)
     if tokens:
         env["TOKENS"] = tokens
-    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s",
+    cmd = [*rt(), "taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s",
            "-s", LUA, f"http://127.0.0.1:{port}"]
     cpu = cpu or Cpu([])
     flag = os.path.join(OUT, "walk-done")
@@ -382,7 +405,7 @@ def h2load_grpc(port, token_file, seconds=SECONDS, cpu=None):
         f.write(b"\x00\x00\x00\x00\x00")
     token = open(token_file).read().split()[0]
     log_file = os.path.join(OUT, "h2load-grpc.log")
-    cmd = ["taskset", "-c", LOAD_CORE, "h2load", f"-c{GRPC_CONNS}", "-t1", f"-m{GRPC_STREAMS}",
+    cmd = [*rt(), "taskset", "-c", LOAD_CORE, "h2load", f"-c{GRPC_CONNS}", "-t1", f"-m{GRPC_STREAMS}",
            "-D", str(seconds), "-d", body,
            "-H", "content-type: application/grpc", "-H", "te: trailers",
            "-H", f"authorization: Bearer {token}", "--log-file", log_file,
@@ -726,7 +749,9 @@ def write_report(results, rss, x):
         f"Servers (service, reference, PostgreSQL, Redis) pinned to core {SERVER_CORE}; wrk (-t1 -c{CONNS}), "
         f"h2load (-t1 -c{GRPC_CONNS} -m{GRPC_STREAMS}: the same {CONNS} requests in flight), the rewards stub "
         f"and the harness on core {LOAD_CORE}. {SECONDS} s per run, {RUNS} runs per scenario. "
-        f"Rewards timeout {REWARDS_TIMEOUT_MS} ms.",
+        f"Rewards timeout {REWARDS_TIMEOUT_MS} ms. "
+        + ("Servers and load generators run SCHED_FIFO (`chrt -f 50`), so other work on the machine waits for them."
+           if rt() else "Normal scheduling (no real-time priority available)."),
         "Ratios: to the same run's bare warp reference answering a 1 KB JSON body "
         "(`../shared/perf-ref`, sent a token), and to the service's own `/healthz`. "
         "CPU µs/req: utime+stime of the server process over the run / requests; "
