@@ -229,6 +229,8 @@ fn cache_headers(h: &mut HeaderMap, etag: Option<HeaderValue>, timings: &Timings
 
 fn profile_response(read: &ProfileRead, etag: Option<HeaderValue>, start: Instant) -> Response {
     let mut res = Response::new(read.view.to_json().into());
+    // Room for every header this answer and `observe::finish` add: no regrowth.
+    *res.headers_mut() = HeaderMap::with_capacity(12);
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     cache_headers(h, etag, &read.timings, start);

@@ -26,112 +26,126 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let meta = event.metadata();
-        w.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut w, SystemTime::now())?;
-        w.write_str("\",\"level\":\"")?;
-        w.write_str(meta.level().as_str())?;
-        w.write_char('"')?;
-        let mut fields = Fields { w: &mut w, result: Ok(()) };
-        event.record(&mut fields);
-        fields.result?;
-        w.write_str(",\"target\":")?;
-        write_json_str(&mut w, meta.target())?;
-        w.write_str("}\n")
+        // The line is built in a buffer of this thread's and handed over in one call:
+        // the writer behind `w` is reached through dynamic dispatch on every write.
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            format_line(line, event, SystemTime::now());
+            w.write_str(line)
+        })
     }
+}
+
+thread_local! {
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+fn format_line(line: &mut String, event: &Event<'_>, now: SystemTime) {
+    let meta = event.metadata();
+    line.push_str("{\"timestamp\":\"");
+    write_timestamp(line, now);
+    line.push_str("\",\"level\":\"");
+    line.push_str(meta.level().as_str());
+    line.push('"');
+    event.record(&mut Fields { line });
+    line.push_str(",\"target\":");
+    write_json_str(line, meta.target());
+    line.push_str("}\n");
 }
 
 /// Writes each field as `,"name":value`.
-struct Fields<'a, 'w> {
-    w: &'a mut Writer<'w>,
-    result: fmt::Result,
+struct Fields<'a> {
+    line: &'a mut String,
 }
 
-impl Fields<'_, '_> {
-    fn key(&mut self, field: &Field) -> fmt::Result {
-        self.w.write_char(',')?;
-        write_json_str(self.w, field.name())?;
-        self.w.write_char(':')
-    }
-
-    fn put(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_ok() {
-            self.result = self.key(field).and_then(|()| value(self.w));
-        }
+impl Fields<'_> {
+    fn key(&mut self, field: &Field) {
+        self.line.push(',');
+        write_json_str(self.line, field.name());
+        self.line.push(':');
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, |w| write_json_str(w, value));
+        self.key(field);
+        write_json_str(self.line, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, |w| write!(w, "{value}"));
+        self.key(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, |w| write!(w, "{value}"));
+        self.key(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, |w| w.write_str(if value { "true" } else { "false" }));
+        self.key(field);
+        self.line.push_str(if value { "true" } else { "false" });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
         // JSON has no NaN or infinities.
         if value.is_finite() {
-            self.put(field, |w| write!(w, "{value}"));
+            let _ = write!(self.line, "{value}");
         } else {
-            self.put(field, |w| w.write_str("null"));
+            self.line.push_str("null");
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, |w| {
-            w.write_char('"')?;
-            write!(Escaped(w), "{value:?}")?;
-            w.write_char('"')
-        });
+        self.key(field);
+        self.line.push('"');
+        let _ = write!(Escaped(self.line), "{value:?}");
+        self.line.push('"');
     }
 }
 
 /// Escapes what passes through it as the inside of a JSON string.
-struct Escaped<'a, 'w>(&'a mut Writer<'w>);
+struct Escaped<'a>(&'a mut String);
 
-impl fmt::Write for Escaped<'_, '_> {
+impl fmt::Write for Escaped<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        write_escaped(self.0, s)
+        write_escaped(self.0, s);
+        Ok(())
     }
 }
 
-fn write_json_str(w: &mut Writer<'_>, s: &str) -> fmt::Result {
-    w.write_char('"')?;
-    write_escaped(w, s)?;
-    w.write_char('"')
+fn write_json_str(line: &mut String, s: &str) {
+    line.push('"');
+    write_escaped(line, s);
+    line.push('"');
 }
 
-fn write_escaped(w: &mut Writer<'_>, s: &str) -> fmt::Result {
+fn write_escaped(line: &mut String, s: &str) {
+    let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f;
+    if !s.bytes().any(needs) {
+        line.push_str(s);
+        return;
+    }
     let mut plain = 0;
     for (i, b) in s.bytes().enumerate() {
-        let esc: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f | 0x7f => "",
-            _ => continue,
-        };
-        w.write_str(&s[plain..i])?;
-        if esc.is_empty() {
-            write!(w, "\\u{b:04x}")?;
-        } else {
-            w.write_str(esc)?;
+        if !needs(b) {
+            continue;
+        }
+        line.push_str(&s[plain..i]);
+        match b {
+            b'"' => line.push_str("\\\""),
+            b'\\' => line.push_str("\\\\"),
+            b'\n' => line.push_str("\\n"),
+            b'\r' => line.push_str("\\r"),
+            b'\t' => line.push_str("\\t"),
+            _ => {
+                let _ = write!(line, "\\u{b:04x}");
+            }
         }
         plain = i + 1;
     }
-    w.write_str(&s[plain..])
+    line.push_str(&s[plain..]);
 }
 
 thread_local! {
@@ -140,7 +154,7 @@ thread_local! {
 }
 
 /// `2026-12-01T11:19:46.123456Z`: UTC, microseconds.
-fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+fn write_timestamp(line: &mut String, now: SystemTime) {
     // A clock before 1970 is written as the epoch rather than failing the line.
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
@@ -150,8 +164,14 @@ fn write_timestamp(w: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
         SECOND.set((secs, text));
     }
     // ASCII digits and separators only.
-    w.write_str(std::str::from_utf8(&text).unwrap_or("1970-01-01T00:00:00"))?;
-    write!(w, ".{:06}Z", since.subsec_micros())
+    line.push_str(std::str::from_utf8(&text).unwrap_or("1970-01-01T00:00:00"));
+    let mut frac = *b".000000Z";
+    let mut us = since.subsec_micros();
+    for d in frac[1..7].iter_mut().rev() {
+        *d = b'0' + (us % 10) as u8;
+        us /= 10;
+    }
+    line.push_str(std::str::from_utf8(&frac).unwrap_or(".000000Z"));
 }
 
 /// The UTC calendar date and time of a Unix second (proleptic Gregorian).
@@ -284,9 +304,9 @@ mod tests {
         let mut a = String::new();
         let mut b = String::new();
         let t = UNIX_EPOCH + Duration::from_secs(1_796_125_186) + Duration::from_micros(7);
-        write_timestamp(&mut Writer::new(&mut a), t).unwrap();
-        write_timestamp(&mut Writer::new(&mut b), t + Duration::from_secs(1)).unwrap();
+        write_timestamp(&mut a, t);
+        write_timestamp(&mut b, t + Duration::from_secs(1) + Duration::from_micros(987_650));
         assert_eq!(a, "2026-12-01T11:39:46.000007Z");
-        assert_eq!(b, "2026-12-01T11:39:47.000007Z");
+        assert_eq!(b, "2026-12-01T11:39:47.987657Z");
     }
 }
