@@ -343,6 +343,16 @@ impl ProfileService {
     }
 }
 
+/// What [`Core::take_for_settling`] found.
+enum Take<'a> {
+    /// This process now holds the entry and settles it.
+    Held(Held<'a>),
+    /// Another party holds it (a request in flight, another instance).
+    Busy,
+    /// It is no longer pending: settled since it was read.
+    Gone,
+}
+
 /// Marks a journal entry as worked on by this process for as long as it lives.
 struct Held<'a> {
     journal: &'a JournalState,
@@ -506,11 +516,14 @@ impl Core {
                     // The entry holds this user's next state: settle it (or wait for
                     // whoever holds it), then decide again on what it left.
                     match self.take_for_settling(&change).await? {
-                        Some(held) => {
+                        Take::Held(held) => {
                             self.settle_one(&change, held).await?;
                             account = self.account(user_id, &mut timings).await?;
                         }
-                        None => waited += self.pause(waited).await?,
+                        Take::Busy => waited += self.pause(waited).await?,
+                        // Settled meanwhile by whoever held it: decide again at once,
+                        // with the account as that change left it.
+                        Take::Gone => account = self.account(user_id, &mut timings).await?,
                     }
                 }
             }
@@ -520,24 +533,25 @@ impl Core {
     /// Takes `change` for settling, if this process may now: nobody here is working on
     /// it, and either a request of this process abandoned it or the store lets this
     /// process claim it (of several parties, exactly one wins).
-    async fn take_for_settling(&self, change: &EmailChange) -> Result<Option<Held<'_>>, ServiceError> {
+    async fn take_for_settling(&self, change: &EmailChange) -> Result<Take<'_>, ServiceError> {
         {
             let mut in_flight = lock(&self.journal.in_flight);
             if in_flight.contains(&change.id) {
-                return Ok(None);
+                return Ok(Take::Busy);
             }
             if lock(&self.journal.abandoned).remove(&change.id) {
                 in_flight.insert(change.id);
-                return Ok(Some(Held { journal: &self.journal, id: change.id }));
+                return Ok(Take::Held(Held { journal: &self.journal, id: change.id }));
             }
         }
         let now = self.now();
-        let claimed = self
-            .profiles
-            .claim_email_change(change.id, now, self.lease_from(now))
-            .await
-            .map_err(ServiceError::storage)?;
-        Ok(claimed.then(|| Held::new(&self.journal, change.id)))
+        match self.profiles.claim_email_change(change.id, now, self.lease_from(now)).await {
+            Ok(true) => Ok(Take::Held(Held::new(&self.journal, change.id))),
+            Ok(false) => Ok(Take::Busy),
+            // No longer pending: its holder settled it since this process read it.
+            Err(StoreError::NotFound) => Ok(Take::Gone),
+            Err(e) => Err(ServiceError::storage(e)),
+        }
     }
 
     /// The rest of the journal protocol after the intent is recorded: the e-mail in the
@@ -636,11 +650,13 @@ impl Core {
                 continue;
             }
             let held = match self.take_for_settling(&change).await {
-                Ok(Some(held)) => held,
-                Ok(None) => {
+                Ok(Take::Held(held)) => held,
+                Ok(Take::Busy) => {
                     report.held += 1;
                     continue;
                 }
+                // Settled by its holder since the list was read: nothing to do.
+                Ok(Take::Gone) => continue,
                 Err(_) => {
                     self.back_off(change.id, now);
                     report.stuck += 1;

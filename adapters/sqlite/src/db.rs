@@ -3,7 +3,7 @@
 
 use std::error::Error as StdError;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,11 +21,15 @@ use crate::{DbConfig, OpenError, PoolStatus};
 
 /// After a checkpoint resets the WAL, SQLite shrinks the file back to this size.
 const JOURNAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
-/// How often the checkpointer looks at the WAL file.
+/// How often the checkpointer copies the WAL's new frames into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// WAL size past which the checkpointer forces a `wal_checkpoint(TRUNCATE)`.
-pub(crate) const CHECKPOINT_ABOVE: u64 = 4 * 1024 * 1024;
-/// The longest a forced checkpoint waits for readers, holding the writer meanwhile.
+/// WAL frames (pages) past which the checkpointer restarts the WAL on the writer, so it
+/// is reused from its start: SQLite's own automatic checkpoint threshold (≈ 4 MB).
+pub(crate) const RESTART_FRAMES: i64 = 1000;
+/// WAL frames past which the restart waits for readers (up to [`CHECKPOINT_WAIT_MAX`])
+/// instead of giving up at once: readers that never pause (checkpoint starvation).
+const FORCE_FRAMES: i64 = 2000;
+/// The longest a forced restart waits for readers, holding the writer meanwhile.
 const CHECKPOINT_WAIT_MAX: Duration = Duration::from_millis(100);
 /// Slack on top of `busy_timeout` for opening a connection (open + pragmas).
 const CONNECT_GRACE: Duration = Duration::from_secs(2);
@@ -84,7 +88,7 @@ impl From<StoreError> for TxError {
 }
 
 impl TxError {
-    fn into_store(self, label: &str) -> StoreError {
+    pub(crate) fn into_store(self, label: &str) -> StoreError {
         match self {
             Self::Store(e) => e,
             Self::Diesel(e) => diesel_error(label, &e),
@@ -199,6 +203,12 @@ fn setup_sql(busy: Duration, reader: bool) -> String {
     if reader {
         // Readers never write; this makes a slip an error instead of a lock fight.
         sql.push_str(" PRAGMA query_only = ON;");
+    } else {
+        // No checkpoint inside a commit: SQLite's automatic one copies the whole WAL and
+        // syncs both files (10–50 ms) on the single writer, every ~1000 pages, while
+        // every queued write waits — that was the p99 of `patch`. The checkpointer does
+        // that copy on a connection of its own, off the writer (see [`checkpointer`]).
+        sql.push_str(" PRAGMA wal_autocheckpoint = 0;");
     }
     sql
 }
@@ -289,8 +299,7 @@ impl Db {
         // Opens one reader now, so a broken setup fails at start-up, not on a request.
         drop(readers.get().await.map_err(|e| connect(pool_reason(&e)))?);
 
-        let wal = PathBuf::from(format!("{text}-wal"));
-        let task = tokio::spawn(checkpointer(writer.weak(), wal, label, cfg.busy_timeout));
+        let task = tokio::spawn(checkpointer(writer.weak(), url, label, cfg.busy_timeout));
         Ok(Self { label, readers, writer, checkpointer: Mutex::new(Some(task)), applied })
     }
 
@@ -317,12 +326,12 @@ impl Db {
         R: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<R, TxError> + Send + 'static,
     {
-        let label = self.label;
-        let conn = self.writer.get().await.map_err(|e| pool_error(label, &e))?;
-        conn.interact(move |c| c.immediate_transaction(f))
-            .await
-            .map_err(|e| interact_error(label, &e))?
-            .map_err(|e| e.into_store(label))
+        self.writer().write(f).await
+    }
+
+    /// A handle on the writer alone, for a task of the store's own.
+    pub(crate) fn writer(&self) -> Writer {
+        Writer { label: self.label, pool: self.writer.clone() }
     }
 
     /// A query that touches the file (the schema), for readiness.
@@ -374,6 +383,35 @@ impl Db {
     }
 }
 
+/// The writer connection of one database, cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    label: &'static str,
+    pool: Pool,
+}
+
+impl Writer {
+    /// "main" or "profiles", for messages.
+    pub(crate) fn label(&self) -> &'static str {
+        self.label
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer, on a blocking thread;
+    /// rolled back when `f` fails.
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut SqliteConnection) -> Result<R, TxError> + Send + 'static,
+    {
+        let label = self.label;
+        let conn = self.pool.get().await.map_err(|e| pool_error(label, &e))?;
+        conn.interact(move |c| c.immediate_transaction(f))
+            .await
+            .map_err(|e| interact_error(label, &e))?
+            .map_err(|e| e.into_store(label))
+    }
+}
+
 impl Drop for Db {
     fn drop(&mut self) {
         self.stop_checkpointer();
@@ -384,45 +422,105 @@ impl Drop for Db {
 struct CheckpointRow {
     #[diesel(sql_type = Integer)]
     busy: i32,
+    /// Frames in the WAL (-1 when the database is not in WAL mode).
+    #[diesel(sql_type = Integer)]
+    log: i32,
 }
 
-/// `wal_checkpoint(TRUNCATE)` waiting at most `wait` for readers; `true` when it finished.
-fn truncate_wal(c: &mut SqliteConnection, wait: Duration, busy: Duration) -> diesel::QueryResult<bool> {
+/// Runs one `wal_checkpoint(mode)`: whether it finished, and the WAL's frame count.
+fn checkpoint(c: &mut SqliteConnection, mode: &str) -> diesel::QueryResult<(bool, i64)> {
+    let row = diesel::sql_query(format!("PRAGMA wal_checkpoint({mode})")).get_result::<CheckpointRow>(c)?;
+    Ok((row.busy == 0, i64::from(row.log)))
+}
+
+/// `wal_checkpoint(mode)` on the writer waiting at most `wait` for readers.
+fn writer_checkpoint(
+    c: &mut SqliteConnection,
+    mode: &str,
+    wait: Duration,
+    busy: Duration,
+) -> diesel::QueryResult<bool> {
     // The checkpoint holds the write lock while it waits for readers: keep that short.
     c.batch_execute(&format!("PRAGMA busy_timeout = {}", wait.as_millis()))?;
-    let row = diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)").get_result::<CheckpointRow>(c);
+    let done = checkpoint(c, mode);
     c.batch_execute(&format!("PRAGMA busy_timeout = {}", busy.as_millis()))?;
-    Ok(row?.busy == 0)
+    Ok(done?.0)
 }
 
-/// Bounds the WAL against checkpoint starvation: with readers always present, SQLite's
-/// automatic (passive) checkpoints can never restart the log, so it would grow forever.
+/// The checkpointer's own connection: copies frames without holding the writer.
+fn open_checkpoint_conn(url: &str, busy: Duration) -> diesel::ConnectionResult<SqliteConnection> {
+    let mut c = SqliteConnection::establish(url)?;
+    c.batch_execute(&format!("PRAGMA busy_timeout = {}", busy.as_millis()))
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(c)
+}
+
+/// Keeps the WAL bounded without stalling writes. The writer never checkpoints on its
+/// own (`wal_autocheckpoint = 0`). Every tick, a `PASSIVE` checkpoint on a separate
+/// connection copies the new frames into the database file and syncs it while the
+/// writer goes on committing. Once the WAL holds [`RESTART_FRAMES`], a `RESTART` on the
+/// writer copies the few frames committed meanwhile and lets the next write reuse the
+/// WAL from its start; it does not wait for readers, unless the WAL has outgrown
+/// [`FORCE_FRAMES`] because readers never pause (checkpoint starvation: then it waits
+/// up to [`CHECKPOINT_WAIT_MAX`], holding the writer).
 async fn checkpointer(
     writer: deadpool::managed::WeakPool<SqliteManager>,
-    wal: PathBuf,
+    url: String,
     label: &'static str,
     busy: Duration,
 ) {
     let wait = (busy / 4).min(CHECKPOINT_WAIT_MAX);
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut own: Option<SqliteConnection> = None;
     loop {
         tick.tick().await;
-        let Some(pool) = writer.upgrade() else { return };
-        if pool.is_closed() {
+        if writer.upgrade().is_none_or(|p| p.is_closed()) {
             return;
         }
-        // A stat is cheap enough for the async thread and spares a writer checkout.
-        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        if size <= CHECKPOINT_ABOVE {
+        let url = url.clone();
+        let copied = tokio::task::spawn_blocking(move || {
+            let result = match own.take() {
+                Some(c) => Ok(c),
+                None => open_checkpoint_conn(&url, busy).map_err(|e| e.to_string()),
+            }
+            .and_then(|mut c| match checkpoint(&mut c, "PASSIVE") {
+                Ok((_, log)) => Ok((c, log)),
+                Err(e) => Err(e.to_string()),
+            });
+            match result {
+                Ok((c, log)) => (Some(c), Ok(log)),
+                Err(e) => (None, Err(e)),
+            }
+        })
+        .await;
+        let log = match copied {
+            Ok((conn, Ok(log))) => {
+                own = conn;
+                log
+            }
+            Ok((conn, Err(e))) => {
+                own = conn;
+                tracing::warn!(database = label, error = %e, "WAL checkpoint failed");
+                continue;
+            }
+            Err(e) => {
+                own = None;
+                tracing::warn!(database = label, error = %e, "WAL checkpoint task failed");
+                continue;
+            }
+        };
+        if log < RESTART_FRAMES {
             continue;
         }
+        let Some(pool) = writer.upgrade() else { return };
         let Ok(conn) = pool.get().await else { continue };
         drop(pool);
-        match conn.interact(move |c| truncate_wal(c, wait, busy)).await {
-            Ok(Ok(true)) => tracing::debug!(database = label, wal_bytes = size, "WAL truncated"),
+        let wait = if log >= FORCE_FRAMES { wait } else { Duration::ZERO };
+        match conn.interact(move |c| writer_checkpoint(c, "RESTART", wait, busy)).await {
+            Ok(Ok(true)) => tracing::debug!(database = label, wal_frames = log, "WAL restarted"),
             Ok(Ok(false)) => {
-                tracing::debug!(database = label, wal_bytes = size, "WAL checkpoint waited out by readers")
+                tracing::debug!(database = label, wal_frames = log, "WAL restart waited out by readers")
             }
             Ok(Err(e)) => tracing::warn!(database = label, error = %e, "WAL checkpoint failed"),
             Err(e) => tracing::warn!(database = label, error = %e, "WAL checkpoint task failed"),
