@@ -219,7 +219,10 @@ def start(name, args, ready_prefix, pin=True):
     err = open(os.path.join(OUT, f"{name}.err"), "w")
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
-    cmd = pinned([BIN, *args]) if pin else [BIN, *args]
+    # Unpinned processes (the rewards stubs) share the load core with wrk; at real-time
+    # priority wrk would starve them, so they get one step above it.
+    stub_rt = ["chrt", "-f", "51"] if rt() else []
+    cmd = pinned([BIN, *args]) if pin else [*stub_rt, BIN, *args]
     p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=OUT)
     procs.append(p)
     deadline = time.time() + 30
