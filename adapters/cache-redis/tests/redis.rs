@@ -333,3 +333,45 @@ async fn a_run_of_slow_reads_opens_the_breaker_without_disconnecting() {
     assert_eq!(generation(&redis), before);
     assert!(a.is_connected() && b.is_connected());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_that_cannot_be_verified_disconnects_and_resynchronises() {
+    let redis = RedisServer::start();
+    let proxy = SlowProxy::start(redis.port()).await;
+    let ttl = Duration::from_secs(60);
+    let b = cache(&redis, ttl).await;
+    // A heartbeat far apart, so that only the verification can notice the hang here.
+    let slow_beat = RedisCacheConfig {
+        heartbeat: Duration::from_secs(60),
+        heartbeat_timeout: Duration::from_secs(120),
+        ..config(proxy.url(), ttl)
+    };
+    let a = RedisCache::start(slow_beat, MemoryCache::with_profile_ttl(ttl)).expect("start");
+    assert!(a.wait_connected(Duration::from_secs(5)).await, "never connected through the proxy");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = generation(&redis);
+
+    // Reads alone during a hang of 700 ms: misses, no disconnection.
+    proxy.hold(Duration::from_millis(700));
+    for _ in 0..3 {
+        assert_eq!(version(&a, 1).await, None);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(a.is_connected(), "late reads disconnected the instance");
+    assert_eq!(generation(&redis), before);
+
+    // A put (a committed change to announce) during the same kind of hang: its
+    // verification times out too, so nobody may have heard of it: A disconnects...
+    proxy.hold(Duration::from_millis(700));
+    let t = Instant::now();
+    a.put_profile(snapshot(1, 2)).await;
+    assert!(t.elapsed() < Duration::from_millis(50), "the put cost {:?}", t.elapsed());
+    assert!(
+        eventually(Duration::from_millis(650), async || !a.is_connected()).await,
+        "an unconfirmed announcement left the instance connected"
+    );
+    // ...and on reconnecting makes every shared entry unusable for every instance.
+    assert!(a.wait_connected(Duration::from_secs(5)).await, "never reconnected");
+    assert_ne!(generation(&redis), before, "reconnected without a new generation");
+    assert!(b.is_connected());
+}
