@@ -13,15 +13,56 @@
 //!   the same script, before the call returns; every other instance drops its
 //!   in-process copy when the message arrives.
 //! - A supervisor task holds the subscription and sends itself a heartbeat through
-//!   Redis; a missing heartbeat (a Redis that hangs), a closed subscription, or any
-//!   failing or slow operation marks the cache *disconnected*. Disconnected, nothing
-//!   touches Redis and the in-process profiles are cleared and bypassed (balances are
-//!   still served from the first level). Once subscribed again the supervisor bumps
-//!   the generation and tells every instance to clear its in-process profiles, and
-//!   only then reads Redis again.
-//! - Each operation has a short timeout; the first failure opens the circuit (the
-//!   disconnected state above), so a dead Redis costs one timeout per request at most,
-//!   then nothing. Redis errors are misses.
+//!   Redis; a missing heartbeat (a Redis that hangs: lost after `heartbeat_timeout`,
+//!   1 s, checked every `heartbeat`), a closed subscription, or an announcement that
+//!   could not be confirmed (below) marks the cache *disconnected*. Disconnected,
+//!   nothing touches Redis and the in-process profiles are cleared and bypassed
+//!   (balances are still served from the first level). Once subscribed again the
+//!   supervisor bumps the generation and tells every instance to clear its in-process
+//!   profiles, and only then reads Redis again.
+//!
+//! # Which failures disconnect
+//!
+//! Disconnecting is expensive for everybody: the generation bump on reconnect makes
+//! every shared profile unusable for every instance. A request-path operation that runs
+//! past its timeout (`op_timeout`, 12 ms) is usually not a sign that Redis is gone: on a
+//! busy instance the reply waits behind the instance's own work. So one slow or failed
+//! operation never disconnects by itself; what it costs depends on what may have been
+//! lost with it:
+//!
+//! - A read (a profile or a balance) that fails or times out is a miss, and nothing
+//!   else was lost. A balance put is not announced (a later fetch wins), so losing one
+//!   only loses sharing. These count toward a *breaker*: after
+//!   [`BREAKER_FAILURES`] failures in a row (any operation) the request path stops
+//!   waiting for Redis for [`BREAKER_COOLDOWN`] (reads are misses at once), then tries
+//!   again; one success closes it. The breaker does not disconnect: invalidations are
+//!   still received on the subscription, which the heartbeat keeps checking, so the
+//!   in-process copies stay trustworthy.
+//! - A profile put or invalidation announces a change (a PATCH's answer, an e-mail
+//!   change settled) and drops the other instances' copies. When it fails or times out
+//!   (or is skipped because the breaker is open) the script may or may not have run,
+//!   so the other instances may still hold the old copy, and so may Redis. The instance
+//!   drops its own in-process copy at once and hands the user to a background
+//!   *verification*, off the request path: an invalidation of that user (drop the entry,
+//!   keep its version as a tombstone, publish) under [`VERIFY_TIMEOUT`] (80 ms, counted
+//!   from when the request is answered, so a verified change still reaches the others
+//!   within the 100 ms of SPEC §10). An invalidation is always safe to repeat — at worst it costs one miss,
+//!   and it never stores anything that could be older than what others wrote — and
+//!   it is queued on the same multiplexed connection after the original command, so it
+//!   runs after it if that one ran at all. If the verification succeeds, the change has
+//!   been announced; if it fails too, the instance cannot know whether anyone heard
+//!   of the change, and it disconnects (and so resynchronises everybody on reconnect).
+//!   A failed `clear_profiles` is verified the same way with a new generation.
+//! - A Redis that hangs is still found within 2 s: by the heartbeat (about 1 s), and by
+//!   any verification that times out. A closed connection ends the
+//!   subscription; a refused one never connects.
+//!
+//! Each request-path operation waits at most `op_timeout`, and the verifications are
+//! never waited for: a GET waits for at most four operations (profile, balance, then
+//! on a miss the profile put and the balance put) and a PATCH for three (balance,
+//! balance put, profile put or invalidation), so a slow Redis costs at most
+//! 4 × 12 ms = 48 ms per request, then nothing once the breaker is open or the
+//! heartbeat is lost. Redis errors are misses.
 //!
 //! The connection URL (it may carry a password) is never logged nor put in an error.
 
@@ -29,7 +70,7 @@ pub mod format;
 pub mod testing;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -102,7 +143,8 @@ pub struct RedisCacheConfig {
     pub rewards_retention: Duration,
     /// The rewards window: a first-level balance younger than this is used as is.
     pub rewards_window: Duration,
-    /// Longest wait for one Redis operation of a request; the first one over opens the circuit.
+    /// Longest wait for one Redis operation of a request (a miss past it; see the
+    /// crate doc for what a run of them, or an unconfirmed announcement, does).
     pub op_timeout: Duration,
     /// How often the supervisor checks the connection.
     pub heartbeat: Duration,
@@ -235,6 +277,26 @@ return 1",
 /// The time the supervisor gives connecting, subscribing and the heartbeat.
 const CONTROL_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The time the background verification of an unconfirmed announcement gets: it starts
+/// as the request is answered, so when it succeeds the change has been published within
+/// the 100 ms SPEC §10 allows; when it does not, the instance disconnects.
+pub const VERIFY_TIMEOUT: Duration = Duration::from_millis(80);
+
+/// Failed or timed-out request-path operations in a row that open the breaker.
+pub const BREAKER_FAILURES: u32 = 5;
+
+/// How long an open breaker keeps the request path from waiting for Redis.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_millis(500);
+
+/// What a background verification re-announces.
+#[derive(Clone, Copy)]
+enum Verify {
+    /// One user's profile: invalidated again.
+    Profile(UserId),
+    /// Every profile: a new generation.
+    All,
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -289,6 +351,10 @@ struct Shared {
     /// read from Redis that saw it change does not fill the first level.
     epoch: AtomicU64,
     last_heartbeat: Mutex<Instant>,
+    /// Request-path operations that failed in a row.
+    failures: AtomicU32,
+    /// Until when the open breaker keeps the request path from waiting for Redis.
+    open_until: Mutex<Option<Instant>>,
     /// When first-level copies filled from Redis must stop being served (they were read
     /// from the databases earlier than they were put there).
     deadlines: Mutex<HashMap<UserId, Instant>>,
@@ -349,6 +415,8 @@ impl RedisCache {
             down: Notify::new(),
             epoch: AtomicU64::new(0),
             last_heartbeat: Mutex::new(Instant::now()),
+            failures: AtomicU32::new(0),
+            open_until: Mutex::new(None),
             deadlines: Mutex::new(HashMap::new()),
             m: Metrics::new(),
         });
@@ -397,27 +465,115 @@ impl Shared {
         }
     }
 
-    /// Runs one request-path operation under the timeout; a failure is a miss and
-    /// opens the circuit.
+    /// Whether the breaker keeps the request path from waiting for Redis right now.
+    fn breaker_open(&self) -> bool {
+        lock(&self.open_until).is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Counts a failed request-path operation; opens the breaker at the threshold (and
+    /// again at every failure past it, e.g. the probe after the cooldown).
+    fn failed(&self, timed_out: bool) {
+        self.m.errors.increment(1);
+        let n = self.failures.fetch_add(1, Ordering::SeqCst).saturating_add(1);
+        if n >= BREAKER_FAILURES {
+            let was_open = lock(&self.open_until).replace(Instant::now() + BREAKER_COOLDOWN).is_some();
+            if !was_open {
+                tracing::warn!(failures = n, "shared cache slow or failing; not waiting for it for a while");
+            }
+        } else if timed_out {
+            tracing::debug!("shared cache operation timed out");
+        }
+    }
+
+    fn succeeded(&self) {
+        if self.failures.swap(0, Ordering::SeqCst) >= BREAKER_FAILURES {
+            *lock(&self.open_until) = None;
+            tracing::info!("shared cache answering in time again");
+        }
+    }
+
+    /// Runs one request-path operation under the timeout, unless disconnected or the
+    /// breaker is open; a failure or a timeout is a miss and counts toward the breaker.
     async fn op<T>(&self, f: impl Future<Output = RedisResult<T>>) -> Option<T> {
-        if !self.connected() {
+        if !self.connected() || self.breaker_open() {
             return None;
         }
         match tokio::time::timeout(self.cfg.op_timeout, f).await {
-            Ok(Ok(v)) => Some(v),
+            Ok(Ok(v)) => {
+                self.succeeded();
+                Some(v)
+            }
             Ok(Err(e)) => {
-                self.m.errors.increment(1);
-                tracing::warn!(kind = ?e.kind(), "shared cache operation failed; bypassing it until reconnected");
-                self.trip();
+                tracing::debug!(kind = ?e.kind(), "shared cache operation failed");
+                self.failed(false);
                 None
             }
             Err(_) => {
-                self.m.errors.increment(1);
-                tracing::warn!("shared cache operation timed out; bypassing it until reconnected");
-                self.trip();
+                self.failed(true);
                 None
             }
         }
+    }
+
+    /// Runs one request-path operation that announces a change like [`op`](Self::op);
+    /// when it is not confirmed (failed, timed out, or skipped by the open breaker) the
+    /// announcement is verified in the background. Disconnected, nothing is needed: the
+    /// resynchronisation on reconnect covers every change.
+    async fn announce<T>(
+        self: &Arc<Self>,
+        what: Verify,
+        f: impl Future<Output = RedisResult<T>>,
+    ) -> Option<T> {
+        if !self.connected() {
+            return None;
+        }
+        let done = self.op(f).await;
+        if done.is_none() {
+            self.verify(what);
+        }
+        done
+    }
+
+    /// Re-announces `what` off the request path under [`VERIFY_TIMEOUT`]; if that
+    /// fails too, disconnects (nobody may have heard of the change).
+    fn verify(self: &Arc<Self>, what: Verify) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if !this.connected() {
+                return;
+            }
+            let mut conn = this.conn.clone();
+            let message;
+            let mut inv;
+            match what {
+                Verify::Profile(user_id) => {
+                    message = format!("p|{}|{user_id}", this.instance);
+                    inv = INVALIDATE_PROFILE.prepare_invoke();
+                    inv.key(this.profile_key(user_id))
+                        .key(&this.keys.generation)
+                        .arg(ms(this.cfg.profile_ttl))
+                        .arg(&this.keys.channel)
+                        .arg(&message);
+                }
+                Verify::All => {
+                    message = format!("g|{}", this.instance);
+                    inv = NEW_GENERATION.prepare_invoke();
+                    inv.key(&this.keys.generation).arg(&this.keys.channel).arg(&message);
+                }
+            }
+            match tokio::time::timeout(VERIFY_TIMEOUT, inv.invoke_async::<i64>(&mut conn)).await {
+                Ok(Ok(_)) => {
+                    this.m.sent.increment(1);
+                }
+                _ => {
+                    this.m.errors.increment(1);
+                    tracing::warn!(
+                        "shared cache: a change could not be announced; bypassing it until reconnected"
+                    );
+                    this.trip();
+                }
+            }
+        });
     }
 
     async fn clear_local(&self) {
@@ -466,6 +622,8 @@ impl Shared {
             tokio::time::timeout(CONTROL_TIMEOUT, inv.invoke_async(&mut conn)).await.ok()?.ok()?;
         self.clear_local().await;
         *lock(&self.last_heartbeat) = Instant::now();
+        self.failures.store(0, Ordering::SeqCst);
+        *lock(&self.open_until) = None;
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.connected.store(true, Ordering::SeqCst);
         self.m.connected.set(1.0);
@@ -607,7 +765,7 @@ impl CachePort for RedisCache {
         let message = format!("p|{}|{user_id}", s.instance);
         let (key, mut conn) = (s.profile_key(user_id), s.conn.clone());
         let stored: Option<i64> = s
-            .op(async {
+            .announce(Verify::Profile(user_id), async {
                 let mut inv = PUT_PROFILE.prepare_invoke();
                 inv.key(&key)
                     .key(&s.keys.generation)
@@ -627,7 +785,12 @@ impl CachePort for RedisCache {
                 lock(&s.deadlines).remove(&user_id);
                 s.local.put_profile(snapshot).await;
             }
-            _ => {}
+            Some(_) => {}
+            None => {
+                // Unconfirmed (being verified): this instance's own copy may be older.
+                lock(&s.deadlines).remove(&user_id);
+                s.local.invalidate_profile(user_id).await;
+            }
         }
     }
 
@@ -643,7 +806,7 @@ impl CachePort for RedisCache {
         let message = format!("p|{}|{user_id}", s.instance);
         let (key, mut conn) = (s.profile_key(user_id), s.conn.clone());
         let done: Option<i64> = s
-            .op(async {
+            .announce(Verify::Profile(user_id), async {
                 let mut inv = INVALIDATE_PROFILE.prepare_invoke();
                 inv.key(&key)
                     .key(&s.keys.generation)
@@ -666,7 +829,7 @@ impl CachePort for RedisCache {
         let message = format!("g|{}", s.instance);
         let mut conn = s.conn.clone();
         let done: Option<i64> = s
-            .op(async {
+            .announce(Verify::All, async {
                 let mut inv = NEW_GENERATION.prepare_invoke();
                 inv.key(&s.keys.generation).arg(&s.keys.channel).arg(&message);
                 inv.invoke_async(&mut conn).await

@@ -1,6 +1,6 @@
 //! The shared cache on a real, throwaway `redis-server`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -180,4 +180,199 @@ async fn it_starts_without_redis_and_connects_later_by_itself() {
     let b = cache(&redis, ttl).await;
     a.put_profile(snapshot(1, 2)).await;
     assert_eq!(version(&b, 1).await, Some(2));
+}
+
+/// A loopback TCP proxy in front of Redis that can hold Redis's replies back for a
+/// while: operations look slow to the client only (Redis itself runs them at once).
+struct SlowProxy {
+    port: u16,
+    held_until: Arc<Mutex<Instant>>,
+}
+
+impl SlowProxy {
+    async fn start(redis_port: u16) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let held_until = Arc::new(Mutex::new(Instant::now()));
+        let held = held_until.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let held = held.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let Ok(n) = sr.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        // Rechecked often, so a hold lifted early releases the replies.
+                        loop {
+                            let until = *held.lock().unwrap();
+                            let now = Instant::now();
+                            if until <= now {
+                                break;
+                            }
+                            tokio::time::sleep((until - now).min(Duration::from_millis(5))).await;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, held_until }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Holds back every reply (on every connection) until `d` from now.
+    fn hold(&self, d: Duration) {
+        *self.held_until.lock().unwrap() = Instant::now() + d;
+    }
+}
+
+fn generation(redis: &RedisServer) -> Option<i64> {
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(1)).expect("connect");
+    redis::cmd("GET").arg("profile-api:gen").query(&mut conn).expect("GET")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_replies_cost_misses_not_a_resynchronisation_and_a_sustained_hang_still_disconnects() {
+    let redis = RedisServer::start();
+    let proxy = SlowProxy::start(redis.port()).await;
+    let ttl = Duration::from_secs(60);
+    let b = cache(&redis, ttl).await;
+    let a = RedisCache::start(config(proxy.url(), ttl), MemoryCache::with_profile_ttl(ttl)).expect("start");
+    assert!(a.wait_connected(Duration::from_secs(5)).await, "never connected through the proxy");
+    b.put_profile(snapshot(1, 1)).await;
+    b.put_profile(snapshot(2, 1)).await;
+    assert_eq!(version(&a, 1).await, Some(1), "A reads what B stored");
+    let before = generation(&redis);
+    assert!(before.is_some());
+
+    // Every reply to A is late once, well past op_timeout (12 ms), yet in time for the
+    // verification of the put below (80 ms after it gave up) and well within the
+    // heartbeat timeout (1 s): a busy instance, not a lost Redis.
+    proxy.hold(Duration::from_millis(45));
+    let t = Instant::now();
+    a.put_profile(snapshot(2, 2)).await;
+    assert_eq!(version(&a, 3).await, None, "a late read is a miss");
+    let _ = a.rewards(3).await;
+    assert!(t.elapsed() < Duration::from_millis(50), "late replies cost {:?}", t.elapsed());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    assert_eq!(generation(&redis), before, "one slow operation resynchronised every instance");
+    assert!(a.is_connected() && b.is_connected());
+    assert_eq!(version(&b, 1).await, Some(1), "B's shared entry is still served");
+    assert_eq!(version(&a, 1).await, Some(1), "A's in-process copy is still served");
+    // A's unconfirmed put of v2 was announced (directly or by its verification): no
+    // instance serves v1 of user 2 any more.
+    assert_ne!(version(&b, 2).await, Some(1), "B still serves the copy A replaced");
+    assert_ne!(version(&a, 2).await, Some(1), "A still serves the copy it replaced");
+    // Invalidation from A still reaches B at once.
+    a.put_profile(snapshot(1, 2)).await;
+    assert!(eventually(Duration::from_millis(100), async || version(&b, 1).await == Some(2)).await);
+
+    // A sustained hang (seen by A only) is still detected within 2 s.
+    proxy.hold(Duration::from_secs(30));
+    let t = Instant::now();
+    let _ = a.profile(1).await;
+    assert!(
+        eventually(Duration::from_secs(2), async || !a.is_connected()).await,
+        "a hanging Redis went unnoticed for {:?}",
+        t.elapsed()
+    );
+    assert_eq!(version(&a, 1).await, None, "a disconnected instance served an in-process copy");
+    assert!(b.is_connected());
+    // Back: A resynchronises (a new generation) and serves again.
+    proxy.hold(Duration::ZERO);
+    assert!(a.wait_connected(Duration::from_secs(5)).await, "never reconnected");
+    assert_ne!(generation(&redis), before);
+    a.put_profile(snapshot(1, 3)).await;
+    assert!(eventually(Duration::from_millis(100), async || version(&b, 1).await == Some(3)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_slow_reads_opens_the_breaker_without_disconnecting() {
+    let redis = RedisServer::start();
+    let proxy = SlowProxy::start(redis.port()).await;
+    let ttl = Duration::from_secs(60);
+    let b = cache(&redis, ttl).await;
+    let a = RedisCache::start(config(proxy.url(), ttl), MemoryCache::with_profile_ttl(ttl)).expect("start");
+    assert!(a.wait_connected(Duration::from_secs(5)).await, "never connected through the proxy");
+    b.put_profile(snapshot(1, 1)).await;
+    let before = generation(&redis);
+
+    // Late replies for less than the heartbeat needs to notice: reads are misses, and
+    // after BREAKER_FAILURES of them in a row the request path stops waiting.
+    proxy.hold(Duration::from_millis(350));
+    for _ in 0..profile_cache_redis::BREAKER_FAILURES {
+        assert_eq!(version(&a, 1).await, None);
+    }
+    let t = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(version(&a, 1).await, None);
+    }
+    assert!(t.elapsed() < Duration::from_millis(20), "an open breaker still costs {:?}", t.elapsed());
+    assert!(a.is_connected(), "an open breaker is not a disconnection");
+    // After the cooldown, one read in time closes it again; nothing was resynchronised.
+    let hit = eventually(Duration::from_secs(2), async || version(&a, 1).await == Some(1)).await;
+    assert!(hit, "the breaker never closed");
+    assert_eq!(generation(&redis), before);
+    assert!(a.is_connected() && b.is_connected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_that_cannot_be_verified_disconnects_and_resynchronises() {
+    let redis = RedisServer::start();
+    let proxy = SlowProxy::start(redis.port()).await;
+    let ttl = Duration::from_secs(60);
+    let b = cache(&redis, ttl).await;
+    // A heartbeat far apart, so that only the verification can notice the hang here.
+    let slow_beat = RedisCacheConfig {
+        heartbeat: Duration::from_secs(60),
+        heartbeat_timeout: Duration::from_secs(120),
+        ..config(proxy.url(), ttl)
+    };
+    let a = RedisCache::start(slow_beat, MemoryCache::with_profile_ttl(ttl)).expect("start");
+    assert!(a.wait_connected(Duration::from_secs(5)).await, "never connected through the proxy");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = generation(&redis);
+
+    // Reads alone during a hang of 700 ms: misses, no disconnection.
+    proxy.hold(Duration::from_millis(700));
+    for _ in 0..3 {
+        assert_eq!(version(&a, 1).await, None);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(a.is_connected(), "late reads disconnected the instance");
+    assert_eq!(generation(&redis), before);
+
+    // A put (a committed change to announce) during the same kind of hang: its
+    // verification times out too, so nobody may have heard of it: A disconnects...
+    proxy.hold(Duration::from_millis(700));
+    let t = Instant::now();
+    a.put_profile(snapshot(1, 2)).await;
+    assert!(t.elapsed() < Duration::from_millis(50), "the put cost {:?}", t.elapsed());
+    assert!(
+        eventually(Duration::from_millis(300), async || !a.is_connected()).await,
+        "an unconfirmed announcement left the instance connected"
+    );
+    // ...and on reconnecting makes every shared entry unusable for every instance.
+    assert!(a.wait_connected(Duration::from_secs(5)).await, "never reconnected");
+    assert_ne!(generation(&redis), before, "reconnected without a new generation");
+    assert!(b.is_connected());
 }

@@ -79,6 +79,15 @@ const SEED_EPOCH: i64 = 1_704_067_200;
 const SEED_BATCH: u64 = 25_000;
 /// Seeders (of any instance) take turns, so two never pick the same ids.
 const SEED_LOCK: &str = "SELECT pg_advisory_xact_lock(1886547814, 2)";
+/// Lifts the request-path `statement_timeout` (the busy timeout, 5 s by default) for the
+/// rest of the seeding transaction only. A batch is two server-side `INSERT … SELECT`
+/// statements that take seconds on a large batch (and index upkeep grows with the table),
+/// so no batch size stays under every timeout an operator may set; an operator command
+/// that the operator is watching is not a request to protect. `SET LOCAL` ends with the
+/// transaction, committed or rolled back, so the pooled connection goes back with the
+/// request-path timeout in force. It comes before the advisory lock, so a seeder waits
+/// for another one's batch rather than failing.
+const SEED_NO_TIMEOUT: &str = "SET LOCAL statement_timeout = 0";
 
 /// The columns the service reads, by table (what `check` verifies).
 const READ_COLUMNS: [(&str, &[&str]); 2] = [
@@ -238,6 +247,7 @@ impl MainAdmin for MainStore {
             let (start, end) = self
                 .db
                 .write(move |c| {
+                    diesel::sql_query(SEED_NO_TIMEOUT).execute(c)?;
                     diesel::sql_query(SEED_LOCK).execute(c)?;
                     let max: Option<i64> = users::table.select(diesel::dsl::max(users::id)).first(c)?;
                     let start = max.unwrap_or(0) + 1;
@@ -283,7 +293,13 @@ impl MainAdmin for MainStore {
             if report.users >= users {
                 if report.users > 0 {
                     // Fresh statistics, so the planner picks the index for the stats read.
-                    self.db.read(|c| Ok(diesel::sql_query("ANALYZE users, orders").execute(c)?)).await?;
+                    // In a transaction of its own, so it too runs without the timeout.
+                    self.db
+                        .write(|c| {
+                            diesel::sql_query(SEED_NO_TIMEOUT).execute(c)?;
+                            Ok(diesel::sql_query("ANALYZE users, orders").execute(c)?)
+                        })
+                        .await?;
                 }
                 return Ok(report);
             }

@@ -131,6 +131,25 @@ async fn seeding_is_deterministic_and_appends() {
 }
 
 #[tokio::test]
+async fn seeding_is_not_cut_by_the_request_path_statement_timeout() {
+    let db = PgServer::shared().database();
+    // A 50 ms busy timeout: each seeding batch's statements take far longer than that.
+    let store =
+        open_main(&PgConfig { timeout: Duration::from_millis(50), ..cfg(db.url()) }, MainSchema::Apply)
+            .await
+            .unwrap();
+    let t = Instant::now();
+    let r = store.seed(30_000, 10, &|_| {}).await.expect("seeding completes under a 50 ms busy timeout");
+    assert_eq!((r.first_id, r.last_id, r.users, r.orders), (1, 30_000, 30_000, 300_000));
+    assert!(t.elapsed() > Duration::from_millis(50), "too small to prove anything: {:?}", t.elapsed());
+    assert_eq!(db.psql("SELECT count(*) FROM orders"), "300000");
+    // The store serves the seeded rows under the same small timeout afterwards.
+    let a = store.account(1).await.unwrap().unwrap();
+    assert_eq!(a.orders.orders_count, 8, "8 of its 10 orders are completed: {:?}", a.orders);
+    assert_eq!(db.psql("SELECT count(*) FROM users"), "30000");
+}
+
+#[tokio::test]
 async fn an_outage_fails_fast_and_the_store_recovers_by_itself() {
     let server = PgServer::start();
     let db = server.database();
