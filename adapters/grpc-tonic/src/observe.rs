@@ -220,7 +220,7 @@ where
             tracing::info!(
                 method = METHODS[method],
                 code = CODES[code_ix],
-                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                latency_ms = elapsed.as_micros() as f64 / 1000.0,
                 request_id = &*id,
                 "grpc call"
             );

@@ -155,6 +155,8 @@ pub(crate) async fn recover(r: Rejection) -> Result<Response, Infallible> {
 
 fn json_static(body: &'static str) -> Response {
     let mut res = Response::new(body.into());
+    // Room for these and the headers `observe::finish` adds: one allocation.
+    *res.headers_mut() = HeaderMap::with_capacity(6);
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
