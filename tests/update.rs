@@ -608,3 +608,47 @@ async fn an_update_replaces_the_cached_profile() {
     assert_eq!(app.cache.peek_profile(ALICE).unwrap().profile.version, 1);
     assert_eq!(without_freshness(&updated), without_freshness(&got), "PATCH returns what a GET then returns");
 }
+
+/// The use case as a second transport drives it: a typed update and a typed
+/// precondition, no JSON document and no header text anywhere.
+#[tokio::test]
+async fn a_typed_update_under_a_typed_precondition_needs_no_json_nor_headers() {
+    use profile_core::domain::{FieldValue, ParsedUpdate, Patch, PersonName, ProfileUpdate};
+    let app = App::new();
+    let before = app.get(ALICE).await;
+    let typed = |first: &str| ParsedUpdate {
+        update: ProfileUpdate {
+            first_name: Patch::Value(PersonName::parse(first).expect("a valid name")),
+            city: Patch::Null,
+            ..ProfileUpdate::default()
+        },
+        problems: Vec::new(),
+    };
+
+    let out = app
+        .service
+        .update(ALICE, typed("Ada"), Precondition::OneOf(vec![before.view.etag()]))
+        .await
+        .expect("the current tag matches");
+    assert_eq!(out.view.profile().personal.first_name.as_deref(), Some("Ada"));
+    assert_eq!(out.view.profile().personal.city, None);
+    assert_eq!(out.view.profile().version, 1);
+    assert_ne!(out.view.etag(), before.view.etag());
+
+    // The tag read before the write is stale now: refused, nothing written.
+    let stale =
+        app.service.update(ALICE, typed("Augusta"), Precondition::OneOf(vec![before.view.etag()])).await;
+    assert_eq!(stale.unwrap_err(), ServiceError::PreconditionFailed);
+    assert_eq!(app.get(ALICE).await.view.profile().personal.first_name.as_deref(), Some("Ada"));
+
+    // A problem found by the transport while building the update is the core's to report.
+    let mut invalid = typed("Grace");
+    invalid.problems.push(profile_core::domain::FieldError::new(
+        "personal.phone",
+        "invalid_format",
+        "bad phone",
+    ));
+    let refused = app.service.update(ALICE, invalid, Precondition::None).await.unwrap_err();
+    assert!(matches!(refused, ServiceError::Invalid(ref errs) if errs.len() == 1), "{refused:?}");
+    assert_eq!(app.get(ALICE).await.view.profile().version, 1);
+}
