@@ -360,21 +360,30 @@ impl Db {
         R: Send + 'static,
         F: FnOnce(&mut PgConnection) -> Result<R, TxError> + Send + 'static,
     {
-        let label = self.label;
-        let conn = self.pool.get().await.map_err(|e| pool_error(label, &e))?;
-        let out = conn.interact(f).await.map_err(|e| interact_error(label, &e))?;
-        match out {
-            Ok(r) => Ok(r),
-            Err(TxError::Store(e)) => Err(e),
-            Err(TxError::Diesel(e)) => {
-                if connection_lost(&e) {
-                    // This one is dead; its elder siblings probably too.
-                    self.suspect.mark();
-                    drop(deadpool::managed::Object::take(conn));
+        let (label, pool, suspect) = (self.label, self.pool.clone(), self.suspect.clone());
+        // Checkout, statement and return to the pool run as one task of their own: when
+        // the request that asked is dropped (its client went away), the connection still
+        // goes back only once its statement is done. Returned mid-statement, the next
+        // checkout would find it busy and discard it, and opening its replacement under
+        // load is what made requests wait for a new connection.
+        let task = tokio::spawn(async move {
+            let conn = pool.get().await.map_err(|e| pool_error(label, &e))?;
+            let out = conn.interact(f).await.map_err(|e| interact_error(label, &e))?;
+            match out {
+                Ok(r) => Ok(r),
+                Err(TxError::Store(e)) => Err(e),
+                Err(TxError::Diesel(e)) => {
+                    if connection_lost(&e) {
+                        // This one is dead; its elder siblings probably too.
+                        suspect.mark();
+                        drop(deadpool::managed::Object::take(conn));
+                    }
+                    Err(diesel_error(label, &e))
                 }
-                Err(diesel_error(label, &e))
             }
-        }
+        });
+        task.await
+            .unwrap_or_else(|_| Err(StoreError::Failure(format!("the {label} database call did not finish"))))
     }
 
     /// Runs `f` outside a transaction (one statement reads consistently on its own).
@@ -455,5 +464,37 @@ mod tests {
         }
         let e = Target::parse("postgres://app:hunter2@db1:99999/main", Duration::from_secs(3)).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    /// A request dropped while its statement runs (its client went away) must not cost
+    /// the pool its connection: the next caller gets the same backend once the statement
+    /// is done, instead of a new connection opened under load.
+    #[tokio::test]
+    async fn a_call_abandoned_mid_statement_keeps_its_connection() {
+        use diesel::RunQueryDsl;
+        use diesel::sql_types::Integer;
+
+        #[derive(diesel::QueryableByName)]
+        struct Pid {
+            #[diesel(sql_type = Integer)]
+            pid: i32,
+        }
+        let server = crate::testing::PgServer::shared();
+        let test_db = server.database();
+        let cfg = PgConfig {
+            url: test_db.url(),
+            pool_size: 1,
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        };
+        let db = Db::open("profiles", &cfg, Schema::Check(|_| Ok(()))).await.expect("open");
+        let pid =
+            || db.read(|c| Ok(diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result::<Pid>(c)?.pid));
+        let first = pid().await.expect("first call");
+        // Abandoned after 50 ms, while its 300 ms statement still runs.
+        let slow = db.read(|c| Ok(diesel::sql_query("SELECT pg_sleep(0.3)").execute(c)?));
+        assert!(tokio::time::timeout(Duration::from_millis(50), slow).await.is_err());
+        let next = pid().await.expect("the call after the abandoned one");
+        assert_eq!(next, first, "the connection was discarded and a new backend opened");
     }
 }
