@@ -314,9 +314,17 @@ impl Db {
         R: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<R, TxError> + Send + 'static,
     {
-        let label = self.label;
-        let conn = self.readers.get().await.map_err(|e| pool_error(label, &e))?;
-        conn.interact(f).await.map_err(|e| interact_error(label, &e))?.map_err(|e| e.into_store(label))
+        let (label, readers) = (self.label, self.readers.clone());
+        // Checkout, statement and return run as one task of their own: when the request
+        // that asked is dropped (its client went away), the connection still goes back
+        // only once its statement is done. Returned mid-statement, the next checkout
+        // would find it busy and discard it.
+        let task = tokio::spawn(async move {
+            let conn = readers.get().await.map_err(|e| pool_error(label, &e))?;
+            conn.interact(f).await.map_err(|e| interact_error(label, &e))?.map_err(|e| e.into_store(label))
+        });
+        task.await
+            .unwrap_or_else(|_| Err(StoreError::Failure(format!("the {label} database call did not finish"))))
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer, on a blocking thread;
@@ -403,12 +411,19 @@ impl Writer {
         R: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<R, TxError> + Send + 'static,
     {
-        let label = self.label;
-        let conn = self.pool.get().await.map_err(|e| pool_error(label, &e))?;
-        conn.interact(move |c| c.immediate_transaction(f))
-            .await
-            .map_err(|e| interact_error(label, &e))?
-            .map_err(|e| e.into_store(label))
+        let (label, pool) = (self.label, self.pool.clone());
+        // As in `Db::read`: the one writer goes back to its pool only once the
+        // transaction is over, even when the caller was dropped meanwhile; returned busy,
+        // it would be discarded and a second writer opened beside it.
+        let task = tokio::spawn(async move {
+            let conn = pool.get().await.map_err(|e| pool_error(label, &e))?;
+            conn.interact(move |c| c.immediate_transaction(f))
+                .await
+                .map_err(|e| interact_error(label, &e))?
+                .map_err(|e| e.into_store(label))
+        });
+        task.await
+            .unwrap_or_else(|_| Err(StoreError::Failure(format!("the {label} database call did not finish"))))
     }
 }
 
@@ -525,5 +540,65 @@ async fn checkpointer(
             Ok(Err(e)) => tracing::warn!(database = label, error = %e, "WAL checkpoint failed"),
             Err(e) => tracing::warn!(database = label, error = %e, "WAL checkpoint task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DbConfig;
+
+    #[derive(QueryableByName)]
+    struct CacheSize {
+        #[diesel(sql_type = Integer)]
+        cache_size: i32,
+    }
+
+    /// A call dropped while its statement runs (its client went away) must not cost the
+    /// pool its connection: the next call gets the same connection once the statement is
+    /// done. `cache_size` is per connection, so it tells them apart.
+    #[tokio::test]
+    async fn a_read_abandoned_mid_statement_keeps_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            DbConfig { path: dir.path().join("t.db"), pool_size: 1, busy_timeout: Duration::from_secs(5) };
+        let db = Db::open("profiles", &cfg, |_| Ok(Vec::new())).await.expect("open");
+        let mark = |c: &mut SqliteConnection| {
+            c.batch_execute("PRAGMA cache_size = -4321")?;
+            Ok(())
+        };
+        db.read(mark).await.expect("marking the reader");
+        // Abandoned after 20 ms, while its statement (a long count) still runs.
+        let slow = db.read(|c| {
+            let sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000) \
+                       SELECT count(*) AS cache_size FROM n";
+            Ok(diesel::sql_query(sql).get_result::<CacheSize>(c)?.cache_size)
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), slow).await.is_err(),
+            "the count was too quick"
+        );
+        let size = db
+            .read(|c| Ok(diesel::sql_query("PRAGMA cache_size").get_result::<CacheSize>(c)?.cache_size))
+            .await
+            .expect("the read after the abandoned one");
+        assert_eq!(size, -4321, "the reader was discarded and a new connection opened");
+
+        // The same for the one writer, abandoned inside its transaction.
+        db.write(mark).await.expect("marking the writer");
+        let slow = db.write(|c| {
+            let sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000) \
+                       SELECT count(*) AS cache_size FROM n";
+            Ok(diesel::sql_query(sql).get_result::<CacheSize>(c)?.cache_size)
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), slow).await.is_err(),
+            "the count was too quick"
+        );
+        let size = db
+            .write(|c| Ok(diesel::sql_query("PRAGMA cache_size").get_result::<CacheSize>(c)?.cache_size))
+            .await
+            .expect("the write after the abandoned one");
+        assert_eq!(size, -4321, "the writer was discarded and a second one opened");
     }
 }
