@@ -157,9 +157,9 @@ mod tests {
 
     /// An output the test can read while the writer thread holds it.
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
+    struct Output(Arc<Mutex<Vec<u8>>>);
 
-    impl Write for Shared {
+    impl Write for Output {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
@@ -169,13 +169,13 @@ mod tests {
         }
     }
 
-    fn text(out: &Shared) -> String {
+    fn text(out: &Output) -> String {
         String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
     }
 
     #[test]
     fn a_line_reaches_the_output_within_the_flush_period() {
-        let out = Shared::default();
+        let out = Output::default();
         let (sink, _guard) = spawn(out.clone()).unwrap();
         let t = Instant::now();
         sink.make_writer().write_all(b"one\n").unwrap();
@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn dropping_the_guard_writes_everything_in_order() {
-        let out = Shared::default();
+        let out = Output::default();
         let (sink, guard) = spawn(out.clone()).unwrap();
         for i in 0..10_000 {
             sink.make_writer().write_all(format!("line {i}\n").as_bytes()).unwrap();
@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn a_stalled_output_costs_lines_not_memory_and_says_so() {
         /// Blocks every write until the test opens the gate.
-        struct Gate(Arc<(Mutex<bool>, Condvar)>, Shared);
+        struct Gate(Arc<(Mutex<bool>, Condvar)>, Output);
         impl Write for Gate {
             fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
                 let (open, cv) = &*self.0;
@@ -218,7 +218,7 @@ mod tests {
             }
         }
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let out = Shared::default();
+        let out = Output::default();
         let (sink, guard) = spawn(Gate(gate.clone(), out.clone())).unwrap();
         let mut line = vec![b'x'; 1023];
         line.push(b'\n');

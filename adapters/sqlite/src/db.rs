@@ -557,48 +557,43 @@ mod tests {
     /// A call dropped while its statement runs (its client went away) must not cost the
     /// pool its connection: the next call gets the same connection once the statement is
     /// done. `cache_size` is per connection, so it tells them apart.
+    /// Runs long enough (a count to three million) to be abandoned midway.
+    fn long_count(c: &mut SqliteConnection) -> Result<i32, TxError> {
+        let sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000) \
+                   SELECT count(*) AS cache_size FROM n";
+        Ok(diesel::sql_query(sql).get_result::<CacheSize>(c)?.cache_size)
+    }
+
+    fn mark(c: &mut SqliteConnection) -> Result<(), TxError> {
+        c.batch_execute("PRAGMA cache_size = -4321")?;
+        Ok(())
+    }
+
+    fn cache_size(c: &mut SqliteConnection) -> Result<i32, TxError> {
+        Ok(diesel::sql_query("PRAGMA cache_size").get_result::<CacheSize>(c)?.cache_size)
+    }
+
+    async fn abandoned<T>(call: impl Future<Output = T>) {
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), call).await.is_err();
+        assert!(gave_up, "the count was too quick");
+    }
+
     #[tokio::test]
-    async fn a_read_abandoned_mid_statement_keeps_its_connection() {
+    async fn a_call_abandoned_mid_statement_keeps_its_connection() {
         let dir = tempfile::tempdir().unwrap();
         let cfg =
             DbConfig { path: dir.path().join("t.db"), pool_size: 1, busy_timeout: Duration::from_secs(5) };
         let db = Db::open("profiles", &cfg, |_| Ok(Vec::new())).await.expect("open");
-        let mark = |c: &mut SqliteConnection| {
-            c.batch_execute("PRAGMA cache_size = -4321")?;
-            Ok(())
-        };
+
         db.read(mark).await.expect("marking the reader");
-        // Abandoned after 20 ms, while its statement (a long count) still runs.
-        let slow = db.read(|c| {
-            let sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000) \
-                       SELECT count(*) AS cache_size FROM n";
-            Ok(diesel::sql_query(sql).get_result::<CacheSize>(c)?.cache_size)
-        });
-        assert!(
-            tokio::time::timeout(Duration::from_millis(20), slow).await.is_err(),
-            "the count was too quick"
-        );
-        let size = db
-            .read(|c| Ok(diesel::sql_query("PRAGMA cache_size").get_result::<CacheSize>(c)?.cache_size))
-            .await
-            .expect("the read after the abandoned one");
+        abandoned(db.read(long_count)).await;
+        let size = db.read(cache_size).await.expect("the read after the abandoned one");
         assert_eq!(size, -4321, "the reader was discarded and a new connection opened");
 
         // The same for the one writer, abandoned inside its transaction.
         db.write(mark).await.expect("marking the writer");
-        let slow = db.write(|c| {
-            let sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000) \
-                       SELECT count(*) AS cache_size FROM n";
-            Ok(diesel::sql_query(sql).get_result::<CacheSize>(c)?.cache_size)
-        });
-        assert!(
-            tokio::time::timeout(Duration::from_millis(20), slow).await.is_err(),
-            "the count was too quick"
-        );
-        let size = db
-            .write(|c| Ok(diesel::sql_query("PRAGMA cache_size").get_result::<CacheSize>(c)?.cache_size))
-            .await
-            .expect("the write after the abandoned one");
+        abandoned(db.write(long_count)).await;
+        let size = db.write(cache_size).await.expect("the write after the abandoned one");
         assert_eq!(size, -4321, "the writer was discarded and a second one opened");
     }
 }
