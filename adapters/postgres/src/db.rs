@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{HookError, Metrics, RecycleError, RecycleResult};
 use deadpool_diesel::postgres::Runtime;
 use deadpool_diesel::{InteractError, ManagerConfig, RecyclingMethod};
-use diesel::PgConnection;
-use diesel::connection::{Connection, SimpleConnection, TransactionManager};
+use diesel::connection::{AnsiTransactionManager, Connection, SimpleConnection, TransactionManager};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{ConnectionError, DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::BigInt;
+use diesel::{PgConnection, QueryResult, RunQueryDsl};
 use profile_core::admin::PoolStatus;
 use profile_core::ports::StoreError;
 
@@ -186,6 +189,74 @@ impl From<StoreError> for TxError {
     }
 }
 
+/// One statement of a store's own SQL with a single `BIGINT` key at `$1`, kept prepared
+/// on each connection: diesel caches it by its text, one round trip a call, where a
+/// `sql_query` is prepared anew every time (two round trips).
+pub(crate) struct Keyed {
+    sql: &'static str,
+    key: i64,
+}
+
+impl Keyed {
+    /// `sql` with `key` bound at its one `$1`.
+    pub(crate) fn new(sql: &'static str, key: i64) -> Self {
+        Self { sql, key }
+    }
+}
+
+impl QueryId for Keyed {
+    type QueryId = ();
+    // Keyed by its SQL text in the connection's statement cache.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl QueryFragment<Pg> for Keyed {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let (head, tail) = self.sql.split_once("$1").unwrap_or((self.sql, ""));
+        out.push_sql(head);
+        out.push_bind_param::<BigInt, _>(&self.key)?;
+        out.push_sql(tail);
+        Ok(())
+    }
+}
+
+impl Query for Keyed {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl RunQueryDsl<PgConnection> for Keyed {}
+
+/// Runs `f` in a transaction (READ COMMITTED) that first queues behind every other
+/// writer of `user_id`, on any instance, until it ends: `BEGIN` and the transaction-level
+/// advisory lock go in one round trip. Each later statement takes its snapshot after the
+/// lock is held, so it sees what the previous holder committed.
+pub(crate) fn locked<R>(
+    c: &mut PgConnection,
+    user_id: i64,
+    f: impl FnOnce(&mut PgConnection) -> Result<R, TxError>,
+) -> Result<R, TxError> {
+    // An integer formatted into the text: nothing a client sent reaches the SQL.
+    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({user_id})");
+    if let Err(e) = AnsiTransactionManager::begin_transaction_sql(c, &begin) {
+        // BEGIN ran and the lock failed (a timeout): the server holds an aborted
+        // transaction diesel does not know of. End it, or retire the connection.
+        if c.batch_execute("ROLLBACK").is_err() {
+            return Err(DieselError::BrokenTransactionManager.into());
+        }
+        return Err(e.into());
+    }
+    match f(c) {
+        Ok(v) => {
+            AnsiTransactionManager::commit_transaction(c)?;
+            Ok(v)
+        }
+        Err(e) => match AnsiTransactionManager::rollback_transaction(c) {
+            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(e),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
+}
+
 /// Since when connections made before it are suspect (a query found its connection dead).
 #[derive(Debug, Default)]
 struct Suspect(Mutex<Option<Instant>>);
@@ -355,7 +426,7 @@ impl Db {
         &self.applied
     }
 
-    async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
+    pub(crate) async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut PgConnection) -> Result<R, TxError> + Send + 'static,
@@ -464,6 +535,31 @@ mod tests {
         }
         let e = Target::parse("postgres://app:hunter2@db1:99999/main", Duration::from_secs(3)).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    /// A writer that gave up waiting for a user's lock (the statement timeout) leaves its
+    /// connection fit for the next caller: the half-begun transaction is rolled back.
+    #[tokio::test]
+    async fn a_lock_wait_cut_by_the_timeout_leaves_the_connection_usable() {
+        let server = crate::testing::PgServer::shared();
+        let test_db = server.database();
+        let cfg = PgConfig {
+            url: test_db.url(),
+            pool_size: 1,
+            timeout: Duration::from_millis(300),
+            connect_timeout: Duration::from_secs(5),
+        };
+        let db = Db::open("profiles", &cfg, Schema::Check(|_| Ok(()))).await.expect("open");
+        let mut holder = PgConnection::establish(&test_db.url()).expect("second session");
+        holder.batch_execute("SELECT pg_advisory_lock(77)").expect("hold user 77");
+        let waited = db.run(|c| locked(c, 77, |_| Ok(()))).await;
+        assert!(matches!(waited, Err(StoreError::Unavailable(_))), "{waited:?}");
+        holder.batch_execute("SELECT pg_advisory_unlock(77)").expect("release");
+        // The pool's one connection, in a transaction and outside one.
+        db.run(|c| locked(c, 77, |c| Ok(c.batch_execute("SELECT 1")?)))
+            .await
+            .expect("locked after the timeout");
+        db.read(|c| Ok(c.batch_execute("SELECT 1")?)).await.expect("a read after the timeout");
     }
 
     /// A request dropped while its statement runs (its client went away) must not cost

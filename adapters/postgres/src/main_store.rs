@@ -2,9 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -12,7 +10,7 @@ use profile_core::admin::{MainAdmin, PoolStatus, SeedReport, StoreAdmin};
 use profile_core::domain::{AccountSnapshot, AccountStatus, OrderStats, UserId};
 use profile_core::ports::{AccountRepository, StoreError};
 
-use crate::db::{Db, Schema, TxError};
+use crate::db::{Db, Keyed, Schema, TxError};
 use crate::schema::users;
 use crate::{MainSchema, OpenError, PgConfig};
 
@@ -28,31 +26,6 @@ FROM users AS u CROSS JOIN LATERAL ( \
            MAX(o.created_at) AS last_order_at \
     FROM orders AS o WHERE o.user_id = u.id AND o.status = 'completed') AS s \
 WHERE u.id = $1";
-
-/// [`ACCOUNT_SQL`] for one id, with a static query id so each connection keeps it
-/// prepared (diesel prepares `sql_query` statements anew on every call).
-struct AccountById(i64);
-
-impl QueryId for AccountById {
-    type QueryId = AccountById;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl QueryFragment<Pg> for AccountById {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let (head, tail) = ACCOUNT_SQL.split_once("$1").unwrap_or((ACCOUNT_SQL, ""));
-        out.push_sql(head);
-        out.push_bind_param::<BigInt, _>(&self.0)?;
-        out.push_sql(tail);
-        Ok(())
-    }
-}
-
-impl Query for AccountById {
-    type SqlType = diesel::sql_types::Untyped;
-}
-
-impl RunQueryDsl<PgConnection> for AccountById {}
 
 /// Users of one seeding batch: ids `$1..=$2`, created during the year from epoch `$3`.
 const SEED_USERS_SQL: &str = "\
@@ -310,8 +283,10 @@ impl MainAdmin for MainStore {
 #[async_trait]
 impl AccountRepository for MainStore {
     async fn account(&self, user_id: UserId) -> Result<Option<AccountSnapshot>, StoreError> {
-        let row =
-            self.db.read(move |c| Ok(AccountById(user_id).get_result::<AccountRow>(c).optional()?)).await?;
+        let row = self
+            .db
+            .read(move |c| Ok(Keyed::new(ACCOUNT_SQL, user_id).get_result::<AccountRow>(c).optional()?))
+            .await?;
         row.map(AccountRow::into_snapshot).transpose()
     }
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool};
+use diesel::sql_types::Bool;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use profile_core::admin::{PoolStatus, StoreAdmin};
 use profile_core::domain::{
@@ -19,7 +19,7 @@ use profile_core::ports::{
     CurrentRecord, Decide, Decision, EmailChange, JournalId, ProfileRepository, StoreError, UpdateOutcome,
 };
 
-use crate::db::{Db, Schema, TxError};
+use crate::db::{Db, Keyed, Schema, TxError, locked};
 use crate::schema::{email_journal, profiles};
 use crate::{OpenError, PgConfig};
 
@@ -40,7 +40,7 @@ pub struct ProfileStore {
 }
 
 /// A `profiles` row, column for column.
-#[derive(Debug, Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(Debug, Queryable, QueryableByName, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = profiles, check_for_backend(Pg), primary_key(user_id), treat_none_as_null = true)]
 struct ProfileRow {
     user_id: i64,
@@ -179,7 +179,7 @@ impl ProfileRow {
 }
 
 /// An `email_journal` row as the store reads it.
-#[derive(Debug, Queryable, Selectable)]
+#[derive(Debug, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = email_journal, check_for_backend(Pg))]
 struct JournalRow {
     id: i64,
@@ -241,13 +241,40 @@ fn stored_form(mut r: ProfileRecord) -> ProfileRecord {
 /// Queues this transaction behind every other writer of the user, on any instance,
 /// until it ends (one-key form: the migration lock uses the two-key form).
 fn lock_user(c: &mut PgConnection, user_id: UserId) -> Result<(), TxError> {
-    diesel::sql_query("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(user_id).execute(c)?;
+    Keyed::new("SELECT pg_advisory_xact_lock($1)", user_id).execute(c)?;
     Ok(())
 }
 
-/// The stored record of the user, read under the user's lock.
-fn stored(c: &mut PgConnection, user_id: UserId) -> Result<Option<ProfileRow>, TxError> {
-    Ok(profiles::table.find(user_id).select(ProfileRow::as_select()).first(c).optional()?)
+/// The user's row and pending journal entry, each when there is one, in one statement,
+/// so one snapshot for both. A user has at most one pending entry (a write that finds one
+/// settles it before it may begin another), found by the partial index
+/// `email_journal_pending_user`: `state` is a literal so that index applies to every plan.
+pub const CURRENT_SQL: &str = "\
+SELECT p.user_id, p.version, p.updated_at, p.display_name, p.first_name, p.last_name, p.phone, \
+       p.avatar_url, p.bio, p.birth_date, p.city, p.country, p.language, p.timezone, p.theme, \
+       p.currency, p.notify_email, p.notify_sms, p.notify_push, p.notify_marketing, \
+       p.profile_visibility, p.show_activity, p.company_name, p.job_title, p.tax_id, p.website, \
+       p.billing_line1, p.billing_line2, p.billing_city, p.billing_postal_code, p.billing_country, \
+       j.id, j.old_email, j.new_email, j.record, j.created_at, j.claimed_until \
+FROM (SELECT $1::BIGINT AS uid) AS k \
+LEFT JOIN profiles AS p ON p.user_id = k.uid \
+LEFT JOIN LATERAL ( \
+    SELECT e.id, e.old_email, e.new_email, e.record, e.created_at, e.claimed_until \
+    FROM email_journal AS e WHERE e.state = 'pending' AND e.user_id = k.uid LIMIT 1) AS j ON TRUE";
+
+/// What [`CURRENT_SQL`] found: a part is `None` when its row does not exist (its first
+/// non-null column reads null).
+#[derive(QueryableByName)]
+struct CurrentRow {
+    #[diesel(embed)]
+    profile: Option<ProfileRow>,
+    #[diesel(embed)]
+    pending: Option<JournalRow>,
+}
+
+/// The user's row and pending journal entry as of one snapshot.
+fn current(c: &mut PgConnection, user_id: UserId) -> Result<CurrentRow, TxError> {
+    Ok(Keyed::new(CURRENT_SQL, user_id).get_result::<CurrentRow>(c)?)
 }
 
 /// The version rule: the stored version (0 without a row) must be `version - 1`.
@@ -277,25 +304,14 @@ fn store_record(c: &mut PgConnection, record: &ProfileRecord) -> Result<(), TxEr
     upsert(c, record)
 }
 
-/// The user's pending journal entry, if any (the partial index `email_journal_pending_user`).
-fn pending_of(c: &mut PgConnection, user_id: UserId) -> Result<Option<JournalRow>, TxError> {
-    Ok(email_journal::table
-        .filter(pending())
-        .filter(email_journal::user_id.eq(user_id))
-        .order(email_journal::id)
-        .select(JournalRow::as_select())
-        .first(c)
-        .optional()?)
-}
-
 /// One unit of work, in one transaction under the user's lock: the user's pending entry
 /// blocks; else the pure decision on the stored record, carried out.
 fn update_in_tx(c: &mut PgConnection, user_id: UserId, decide: Decide) -> Result<UpdateOutcome, TxError> {
-    lock_user(c, user_id)?;
-    if let Some(row) = pending_of(c, user_id)? {
+    let CurrentRow { profile, pending } = current(c, user_id)?;
+    if let Some(row) = pending {
         return Ok(UpdateOutcome::Blocked(row.into_change()?));
     }
-    let current = match stored(c, user_id)? {
+    let current = match profile {
         Some(r) => r.into_record()?,
         None => ProfileRecord::new_default(user_id),
     };
@@ -392,24 +408,15 @@ impl ProfileRepository for ProfileStore {
     }
 
     async fn load_current(&self, user_id: UserId) -> Result<CurrentRecord, StoreError> {
-        let (row, pending) = self
-            .db
-            .read(move |c| {
-                // One snapshot for both reads: the row and the journal as of one commit.
-                c.build_transaction()
-                    .read_only()
-                    .repeatable_read()
-                    .run::<_, TxError, _>(|c| Ok((stored(c, user_id)?, pending_of(c, user_id)?)))
-            })
-            .await?;
+        let CurrentRow { profile, pending } = self.db.read(move |c| current(c, user_id)).await?;
         Ok(CurrentRecord {
-            record: row.map(ProfileRow::into_record).transpose()?,
+            record: profile.map(ProfileRow::into_record).transpose()?,
             pending: pending.map(JournalRow::into_change).transpose()?,
         })
     }
 
     async fn update(&self, user_id: UserId, decide: Decide) -> Result<UpdateOutcome, StoreError> {
-        self.db.write(move |c| update_in_tx(c, user_id, decide)).await
+        self.db.run(move |c| locked(c, user_id, |c| update_in_tx(c, user_id, decide))).await
     }
 
     async fn complete_email_change(&self, id: JournalId) -> Result<(), StoreError> {

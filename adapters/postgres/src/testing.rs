@@ -34,6 +34,7 @@ const MISSING: &str = "PostgreSQL server binaries (initdb, pg_ctl, psql) not fou
 
 /// The account read, for plan checks.
 pub use crate::main_store::ACCOUNT_SQL;
+pub use crate::profile_store::CURRENT_SQL;
 
 static SHARED: OnceLock<PgServer> = OnceLock::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);

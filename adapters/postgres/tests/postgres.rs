@@ -214,6 +214,17 @@ async fn the_reads_use_their_indexes() {
         "INSERT INTO email_journal (user_id, old_email, new_email, record, state, created_at) \
          SELECT i, 'a', 'b', '{}', 'done', now() FROM generate_series(1, 20000) AS i; ANALYZE email_journal",
     );
-    let plan = db.psql("EXPLAIN (COSTS OFF) SELECT id FROM email_journal WHERE email_journal.state = 'pending' AND user_id = 7");
+    db.psql(
+        "INSERT INTO profiles (user_id, version, language, timezone, theme, currency, notify_email, \
+         notify_sms, notify_push, notify_marketing, profile_visibility, show_activity) \
+         SELECT i, 1, 'en', 'UTC', 'system', 'USD', true, false, true, false, 'public', true \
+         FROM generate_series(1, 20000) AS i; ANALYZE profiles",
+    );
+    // The row and the pending entry a read and a write start from: one statement, both
+    // by index.
+    let sql = profile_postgres::testing::CURRENT_SQL.replace("$1", "7");
+    let plan = db.psql(&format!("EXPLAIN (COSTS OFF) {sql}"));
+    assert!(plan.contains("profiles_pkey"), "{plan}");
     assert!(plan.contains("email_journal_pending_user"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
 }
