@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::sql_types::Bool;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use profile_core::admin::{PoolStatus, StoreAdmin};
@@ -39,9 +40,11 @@ pub struct ProfileStore {
     db: Db,
 }
 
-/// A `profiles` row, column for column.
-#[derive(Debug, Queryable, QueryableByName, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = profiles, check_for_backend(Pg), primary_key(user_id), treat_none_as_null = true)]
+/// A `profiles` row, column for column. `None` is written as a bound NULL (no column has
+/// another default), so an INSERT of it has one text (with `DEFAULT` for `None`, diesel
+/// would prepare it anew on every write).
+#[derive(Debug, Queryable, QueryableByName, Selectable, Insertable)]
+#[diesel(table_name = profiles, check_for_backend(Pg), treat_none_as_default_value = false)]
 struct ProfileRow {
     user_id: i64,
     version: i64,
@@ -286,15 +289,52 @@ fn check_version(c: &mut PgConnection, user_id: UserId, version: i64) -> Result<
     Ok(())
 }
 
+/// The conflict clause of [`upsert`]: every column but the key from the row offered.
+const UPSERT_TAIL: &str = " ON CONFLICT (user_id) DO UPDATE SET version = excluded.version, \
+updated_at = excluded.updated_at, display_name = excluded.display_name, \
+first_name = excluded.first_name, last_name = excluded.last_name, \
+phone = excluded.phone, avatar_url = excluded.avatar_url, bio = excluded.bio, \
+birth_date = excluded.birth_date, city = excluded.city, \
+country = excluded.country, language = excluded.language, \
+timezone = excluded.timezone, theme = excluded.theme, \
+currency = excluded.currency, notify_email = excluded.notify_email, \
+notify_sms = excluded.notify_sms, notify_push = excluded.notify_push, \
+notify_marketing = excluded.notify_marketing, \
+profile_visibility = excluded.profile_visibility, \
+show_activity = excluded.show_activity, company_name = excluded.company_name, \
+job_title = excluded.job_title, tax_id = excluded.tax_id, \
+website = excluded.website, billing_line1 = excluded.billing_line1, \
+billing_line2 = excluded.billing_line2, billing_city = excluded.billing_city, \
+billing_postal_code = excluded.billing_postal_code, \
+billing_country = excluded.billing_country";
+
+/// Diesel's INSERT of a whole row (its `None`s bound as NULL) with [`UPSERT_TAIL`] after
+/// it. Diesel prepares every `DO UPDATE` anew, parse and plan on each write; this has one
+/// fixed text, so each connection keeps it prepared.
+struct Upsert<I>(I);
+
+/// [`Upsert`]'s statement-cache key: there is one such statement.
+struct UpsertId;
+
+impl<I> QueryId for Upsert<I> {
+    type QueryId = UpsertId;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<I: QueryFragment<Pg>> QueryFragment<Pg> for Upsert<I> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.0.walk_ast(out.reborrow())?;
+        out.push_sql(UPSERT_TAIL);
+        Ok(())
+    }
+}
+
+impl<I> RunQueryDsl<PgConnection> for Upsert<I> {}
+
 /// Writes the whole row (insert or replace); call under the user's lock.
 fn upsert(c: &mut PgConnection, record: &ProfileRecord) -> Result<(), TxError> {
     let row = ProfileRow::from_record(record);
-    diesel::insert_into(profiles::table)
-        .values(&row)
-        .on_conflict(profiles::user_id)
-        .do_update()
-        .set(&row)
-        .execute(c)?;
+    Upsert(diesel::insert_into(profiles::table).values(&row)).execute(c)?;
     Ok(())
 }
 
@@ -493,5 +533,61 @@ impl ProfileRepository for ProfileStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.db.ping("profiles").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use diesel::sql_types::BigInt;
+
+    use super::*;
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    /// The statements of every read and write are prepared once per connection: the
+    /// server parses and plans none of them again (an UPSERT diesel builds itself is
+    /// prepared anew on each call, a round trip and a parse more).
+    #[tokio::test]
+    async fn reads_and_writes_reuse_their_prepared_statements() {
+        let server = crate::testing::PgServer::shared();
+        let test_db = server.database();
+        let cfg = PgConfig {
+            url: test_db.url(),
+            pool_size: 1,
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        };
+        let store = ProfileStore::open(&cfg).await.expect("open");
+        for n in 1..=3_i64 {
+            let decide: Decide = Box::new(move |current: &ProfileRecord| {
+                let mut next = current.clone();
+                next.version += 1;
+                next.fields.personal.city = Some(format!("City {n}"));
+                Decision::Store(next)
+            });
+            let outcome = store.update(42, decide).await.expect("update");
+            assert!(matches!(outcome, UpdateOutcome::Stored(ref r) if r.version == n), "{outcome:?}");
+            let current = store.load_current(42).await.expect("read");
+            assert_eq!(current.record.map(|r| r.version), Some(n));
+        }
+        let prepared = |pattern: &'static str| {
+            store.db.read(move |c| {
+                Ok(diesel::sql_query(
+                    "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE $1",
+                )
+                .bind::<diesel::sql_types::Text, _>(pattern)
+                .get_result::<Count>(c)?
+                .n)
+            })
+        };
+        // One connection, three writes and three reads: one statement each.
+        assert_eq!(prepared("INSERT INTO \"profiles\"%").await.expect("count"), 1);
+        assert_eq!(prepared("SELECT p.user_id%").await.expect("count"), 1);
     }
 }
