@@ -2,9 +2,12 @@
 """`make bench`: the service's load figures beside a bare warp reference, into BENCHMARKS.md.
 
 Measured like `../shared/perf-ref/anchors.sh`: every server process (the service, the
-reference warp-hello, PostgreSQL, Redis) is pinned to core 0 with `taskset`; the load
-generators (wrk -t1 -c32, h2load), this harness, its clients and the rewards stub run on
-core 1. Each figure reports the server's CPU per request (utime+stime from /proc/PID/stat
+reference warp-hello, Redis) is pinned to core 0 with `taskset`; the load generators
+(wrk -t1 -c32, h2load), this harness, its clients and the rewards stub run on core 1.
+PostgreSQL, a server of its own (another machine where the service runs as many
+instances), runs on core 1 too, beside the load generator, for the `pg-*` scenarios;
+`pg-get-uncached-core0` and `pg-patch-core0` repeat two of them with PostgreSQL moved
+onto the service's core, the two sharing one core as the reference has alone. Each figure reports the server's CPU per request (utime+stime from /proc/PID/stat
 over the run, divided by the requests answered) and, where a database or cache server
 does part of the work, that server's CPU per request beside it.
 
@@ -15,7 +18,8 @@ Three setups, one run:
   8 streams = wrk's 32 requests in flight, the way a gRPC client multiplexes calls).
 - PostgreSQL: one throwaway server from the system's binaries (run as the `postgres`
   user, unix socket only, default durability: fsync and synchronous_commit on) holding
-  both databases; `seed` timed on it; get-uncached, patch, patch-one-user and mixed.
+  both databases; `seed` timed on it; get-uncached, patch, patch-one-user and mixed, and
+  get-uncached and patch again with PostgreSQL on the service's core.
 - Shared cache: two instances (A, B) on that PostgreSQL and one throwaway redis-server
   (loopback, no persistence): GETs on B of profiles only in Redis (users B never read,
   warmed through A) and with both levels hit; the invalidation delay (PATCH answered on
@@ -84,6 +88,8 @@ TARGETS = {
     "pg-patch": (0.03, 1000.0),
     "pg-patch-one-user": (0.0, 1000.0),
     "pg-mixed": (0.0, 1000.0),
+    "pg-get-uncached-core0": (0.0, 1000.0),
+    "pg-patch-core0": (0.0, 1000.0),
     "redis-get-shared": (0.0, 1000.0),
     "redis-get-both": (0.0, 1000.0),
 }
@@ -313,8 +319,9 @@ class Postgres:
                                 "--locale=C.UTF-8", "--no-sync", "--no-instructions"),
                        check=True, stdout=subprocess.DEVNULL)
         opts = f"-k {self.dir} -p {self.port} -c listen_addresses='' -c max_connections=200"
-        subprocess.run(pinned(self.cmd("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"),
-                                       "-w", "-t", "60", "-o", opts, "start")),
+        subprocess.run([*rt(), "taskset", "-c", LOAD_CORE,
+                        *self.cmd("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"),
+                                  "-w", "-t", "60", "-o", opts, "start")],
                        check=True, stdout=subprocess.DEVNULL)
         for db in ("main", "profiles"):
             self.psql("postgres", f"CREATE DATABASE {db}")
@@ -337,6 +344,25 @@ class Postgres:
 
     def ticks(self):
         return tree_ticks(self.postmaster())
+
+    def move_to(self, core):
+        """Pins the postmaster and every process under it (backends, helpers) to `core`;
+        backends forked later inherit it from the postmaster."""
+        todo = [self.postmaster()]
+        while todo:
+            pid = todo.pop()
+            try:
+                os.sched_setaffinity(pid, {int(core)})
+            except OSError:
+                continue
+            for d in os.listdir("/proc"):
+                if d.isdigit():
+                    try:
+                        with open(f"/proc/{d}/stat") as f:
+                            if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                                todo.append(int(d))
+                    except (OSError, IndexError, ValueError):
+                        pass
 
     def destroy(self):
         if os.path.exists(os.path.join(self.data, "postmaster.pid")):
@@ -672,9 +698,20 @@ def main():
             ("pg-patch", lambda: wrk(pgm_port, "patch", tok["all"], cpu=pg_cpu(pgm_p.pid))),
             ("pg-patch-one-user", lambda: wrk(pgm_port, "patch", tok["one"], cpu=pg_cpu(pgm_p.pid))),
             ("pg-mixed", lambda: wrk(pgm_port, "mixed", tok["spread"], cpu=pg_cpu(pgm_p.pid))),
+            ("pg-get-uncached-core0", lambda: on_server_core(
+                lambda: wrk(pgu_port, "get", tok["all"], cpu=pg_cpu(pgu_p.pid)))),
+            ("pg-patch-core0", lambda: on_server_core(
+                lambda: wrk(pgm_port, "patch", tok["all"], cpu=pg_cpu(pgm_p.pid)))),
             ("redis-get-shared", lambda: walk_b(run)),
             ("redis-get-both", lambda: wrk(b_port, "get", tok["one"], cpu=b_cpu())),
         ]
+
+        def on_server_core(measure):
+            pg.move_to(SERVER_CORE)
+            try:
+                return measure()
+            finally:
+                pg.move_to(LOAD_CORE)
 
         def walk_b(run):
             walk = os.path.join(OUT, f"tokens-walk-{run}.txt")
@@ -748,9 +785,11 @@ def write_report(results, rss, x):
     lines = [
         f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}, "
         f"git {rev}{' (with uncommitted changes)' if dirty else ''}.",
-        f"Servers (service, reference, PostgreSQL, Redis) pinned to core {SERVER_CORE}; wrk (-t1 -c{CONNS}), "
+        f"Servers (service, reference, Redis) pinned to core {SERVER_CORE}; wrk (-t1 -c{CONNS}), "
         f"h2load (-t1 -c{GRPC_CONNS} -m{GRPC_STREAMS}: the same {CONNS} requests in flight), the rewards stub "
-        f"and the harness on core {LOAD_CORE}. {SECONDS} s per run, {RUNS} runs per scenario. "
+        f"and the harness on core {LOAD_CORE}. PostgreSQL (a server of its own) on core {LOAD_CORE} beside "
+        f"the load generator; in the `-core0` scenarios on core {SERVER_CORE}, sharing the service's core. "
+        f"{SECONDS} s per run, {RUNS} runs per scenario. "
         f"Rewards timeout {REWARDS_TIMEOUT_MS} ms. "
         + ("Servers, stubs and load generators run at `nice -n -20`, so other work on the machine barely touches them."
            if rt() else "Normal priority (raising it was not allowed)."),
