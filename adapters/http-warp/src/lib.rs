@@ -15,6 +15,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use profile_core::ProfileService;
 use profile_core::ports::TokenVerifier;
 use warp::Filter;
@@ -143,31 +147,60 @@ where
 
 /// Serves [`routes`] on an already bound listener until `shutdown` resolves; then stops
 /// accepting, lets in-flight requests finish for at most `drain_timeout`, and returns.
+///
+/// The accept loop is this adapter's rather than `warp::serve`'s, which logs every
+/// connection that ends in an error at `error` level: a client hanging up mid-request,
+/// or speaking something else than HTTP, is the client's doing and is logged at `debug`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain_timeout: Duration,
 ) {
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = signalled_tx.send(());
-    };
-    let server = warp::serve(routes(state)).incoming(listener).graceful(signal).run();
-    let mut server = std::pin::pin!(server);
-    // warp's graceful run waits for every connection without bound; the drain deadline
-    // starts only once the signal has fired, so it cannot cut a running server short.
-    tokio::select! {
-        () = &mut server => return,
-        _ = signalled_rx => {}
+    let service = warp::service(routes(state));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(service.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let http = auto::Builder::new(TokioExecutor::new());
+            let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
     }
+    drop(listener);
     tracing::info!(
         timeout_s = drain_timeout.as_secs_f64(),
         "shutdown signalled: draining in-flight requests"
     );
-    match tokio::time::timeout(drain_timeout, server).await {
+    match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("drain timeout reached; abandoning remaining connections"),
     }
+}
+
+/// A failed `accept`. One that concerns only the connection being accepted (reset or
+/// aborted by the client before it was taken) is passed over; anything else (out of
+/// file descriptors) is the server's trouble: logged, and accepting pauses for a second
+/// rather than spinning on it.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept connections; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

@@ -397,3 +397,29 @@ async fn sql_metacharacters_are_stored_and_returned_verbatim() {
     let r = f.http.patch(&f.url, &token(2), &json!({"personal": {"email": "A%_B@example.com"}}), &[]).await;
     assert_problem(&r, 409, "the same address, other case");
 }
+
+/// A client that hangs up in the middle of its request, or sends bytes that are not
+/// HTTP, is the client's doing: the server goes on serving and logs no error (an
+/// operator alerting on error lines would be paged for every flaky mobile network).
+#[tokio::test]
+async fn clients_hanging_up_mid_request_log_no_error() {
+    use std::io::Write;
+    let f = Fixture::start();
+    let addr = f.server.addr;
+    for partial in [
+        &b"GET /healthz HTTP/1.1\r\nHost: x\r\n"[..],
+        b"PATCH /user/profile HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"per",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 a TLS hello, not HTTP\r\n\r\n",
+    ] {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.write_all(partial).expect("write");
+        drop(s);
+    }
+    // Served as before, and by then the hang-ups are behind it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = f.http.get(&f.url, &f.me).await;
+    assert_eq!(r.status, 200);
+    let log = f.server.stderr();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("\"level\":\"ERROR\"")).collect();
+    assert!(errors.is_empty(), "error lines for client hang-ups:\n{}", errors.join("\n"));
+}
