@@ -345,6 +345,32 @@ class Postgres:
     def ticks(self):
         return tree_ticks(self.postmaster())
 
+    def per_process(self):
+        """{pid: (ticks, process title)} of the postmaster and everything under it: the
+        title names a backend's database and state, or a helper (checkpointer, walwriter,
+        autovacuum worker)."""
+        out, todo = {}, [self.postmaster()]
+        kids = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
+                except (OSError, IndexError, ValueError):
+                    pass
+        while todo:
+            pid = todo.pop()
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    title = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                out[pid] = (int(fields[11]) + int(fields[12]), title)
+            except (OSError, IndexError, ValueError):
+                continue
+            todo += kids.get(pid, [])
+        return out
+
     def move_to(self, core):
         """Pins the postmaster and every process under it (backends, helpers) to `core`;
         backends forked later inherit it from the postmaster."""
@@ -744,7 +770,17 @@ def main():
         for name, runner in plan:
             if name in prewarm:
                 wrk(prewarm[name], "get", tok["spread"], seconds=2)
+            pg_before = pg.per_process() if name.startswith("pg-") else None
             d = runner()
+            if pg_before is not None:
+                # Which PostgreSQL processes did the work: backends, or helpers beside them.
+                after = pg.per_process()
+                used = {}
+                for pid, (t, title) in after.items():
+                    kind = re.sub(r"\[local\].*|\d+", "", title).strip()
+                    used[kind] = used.get(kind, 0) + t - pg_before.get(pid, (0, ""))[0]
+                top = sorted(used.items(), key=lambda kv: -kv[1])[:4]
+                log("    PostgreSQL CPU by process: " + ", ".join(f"{k} {v / TCK:.2f}s" for k, v in top if v))
             results.append((run, name, d))
             side = f"  +db/cache {d['side_cpu_us']:.1f}" if d.get("side_cpu_us") is not None else ""
             log(f"  {name:17} {d['rps']:9.0f} req/s  p50 {d['p50_ms']:.2f} ms  p99 {d['p99_ms']:.2f} ms"
