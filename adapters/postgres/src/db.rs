@@ -391,9 +391,16 @@ impl Db {
             suspect: suspect.clone(),
         };
         // A statement that runs past the timeout is cancelled (`Unavailable`), so a stuck
-        // lock or an overloaded server never holds a request for long.
-        let setup: Arc<str> =
-            format!("SET statement_timeout = {}; SET TIME ZONE 'UTC'", cfg.timeout.as_millis()).into();
+        // lock or an overloaded server never holds a request for long. Every statement of
+        // the request path is a key lookup by an index; with sequential scans off, the
+        // generic plan a connection keeps for one is its index scan even when it was made
+        // from the statistics of a small table (a sequential scan, repeated as the table
+        // grows until the next ANALYZE). Only this service's sessions are affected.
+        let setup: Arc<str> = format!(
+            "SET statement_timeout = {}; SET TIME ZONE 'UTC'; SET enable_seqscan = off",
+            cfg.timeout.as_millis()
+        )
+        .into();
         let hook = Hook::async_fn(move |conn, _| {
             let setup = setup.clone();
             Box::pin(async move {

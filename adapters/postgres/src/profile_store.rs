@@ -540,6 +540,7 @@ impl ProfileRepository for ProfileStore {
 mod tests {
     use std::time::Duration;
 
+    use diesel::connection::SimpleConnection;
     use diesel::sql_types::BigInt;
 
     use super::*;
@@ -548,6 +549,52 @@ mod tests {
     struct Count {
         #[diesel(sql_type = BigInt)]
         n: i64,
+    }
+
+    #[derive(QueryableByName)]
+    struct PlanLine {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+
+    /// A prepared statement's generic plan is made from the statistics of its day: for a
+    /// profiles table analyzed while it held a few rows, a sequential scan, which every
+    /// read and write then repeats as the table grows, until the next ANALYZE (of a fresh
+    /// deployment's first busy minute, run 1 of `pg-patch` spent twice the CPU of run
+    /// 2). The store's connections plan key lookups by their index whatever the size.
+    #[tokio::test]
+    async fn key_lookups_keep_their_index_when_planned_on_a_small_table() {
+        let server = crate::testing::PgServer::shared();
+        let test_db = server.database();
+        let cfg = PgConfig {
+            url: test_db.url(),
+            pool_size: 1,
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        };
+        let store = ProfileStore::open(&cfg).await.expect("open");
+        test_db.psql(
+            "INSERT INTO profiles (user_id, version, language, timezone, theme, currency, notify_email, \
+             notify_sms, notify_push, notify_marketing, profile_visibility, show_activity) \
+             SELECT i, 1, 'en', 'UTC', 'system', 'USD', true, false, true, false, 'public', true \
+             FROM generate_series(1, 50) AS i; ANALYZE profiles",
+        );
+        let plan = store
+            .db
+            .read(|c| {
+                c.batch_execute(&format!(
+                    "SET plan_cache_mode = force_generic_plan; PREPARE current_plan(BIGINT) AS {}",
+                    CURRENT_SQL.replace("$1::BIGINT", "$1")
+                ))?;
+                let lines =
+                    diesel::sql_query("EXPLAIN (COSTS OFF) EXECUTE current_plan(7)").load::<PlanLine>(c)?;
+                c.batch_execute("DEALLOCATE current_plan; RESET plan_cache_mode")?;
+                Ok(lines.into_iter().map(|l| l.line).collect::<Vec<_>>().join("\n"))
+            })
+            .await
+            .expect("plan");
+        assert!(plan.contains("profiles_pkey"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
     }
 
     /// The statements of every read and write are prepared once per connection: the
