@@ -550,12 +550,7 @@ mod tests {
     async fn a_lock_wait_cut_by_the_timeout_leaves_the_connection_usable() {
         let server = crate::testing::PgServer::shared();
         let test_db = server.database();
-        let cfg = PgConfig {
-            url: test_db.url(),
-            pool_size: 1,
-            timeout: Duration::from_millis(300),
-            connect_timeout: Duration::from_secs(5),
-        };
+        let cfg = test_db.one_connection(Duration::from_millis(300));
         let db = Db::open("profiles", &cfg, Schema::Check(|_| Ok(()))).await.expect("open");
         let mut holder = PgConnection::establish(&test_db.url()).expect("second session");
         holder.batch_execute("SELECT pg_advisory_lock(77)").expect("hold user 77");
@@ -584,12 +579,7 @@ mod tests {
         }
         let server = crate::testing::PgServer::shared();
         let test_db = server.database();
-        let cfg = PgConfig {
-            url: test_db.url(),
-            pool_size: 1,
-            timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
-        };
+        let cfg = test_db.one_connection(Duration::from_secs(5));
         let db = Db::open("profiles", &cfg, Schema::Check(|_| Ok(()))).await.expect("open");
         let pid =
             || db.read(|c| Ok(diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result::<Pid>(c)?.pid));

@@ -566,12 +566,7 @@ mod tests {
     async fn key_lookups_keep_their_index_when_planned_on_a_small_table() {
         let server = crate::testing::PgServer::shared();
         let test_db = server.database();
-        let cfg = PgConfig {
-            url: test_db.url(),
-            pool_size: 1,
-            timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
-        };
+        let cfg = test_db.one_connection(Duration::from_secs(5));
         let store = ProfileStore::open(&cfg).await.expect("open");
         test_db.psql(
             "INSERT INTO profiles (user_id, version, language, timezone, theme, currency, notify_email, \
@@ -604,12 +599,7 @@ mod tests {
     async fn reads_and_writes_reuse_their_prepared_statements() {
         let server = crate::testing::PgServer::shared();
         let test_db = server.database();
-        let cfg = PgConfig {
-            url: test_db.url(),
-            pool_size: 1,
-            timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
-        };
+        let cfg = test_db.one_connection(Duration::from_secs(5));
         let store = ProfileStore::open(&cfg).await.expect("open");
         for n in 1..=3_i64 {
             let decide: Decide = Box::new(move |current: &ProfileRecord| {

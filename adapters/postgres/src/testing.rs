@@ -317,6 +317,13 @@ impl TestDb<'_> {
         self.server.socket_url(&self.name)
     }
 
+    /// Settings for a pool of one connection to this database, with `timeout` for
+    /// statements and waits: a test of what becomes of a connection gets the same one on
+    /// every call.
+    pub fn one_connection(&self, timeout: Duration) -> crate::PgConfig {
+        crate::PgConfig { url: self.url(), pool_size: 1, timeout, connect_timeout: Duration::from_secs(5) }
+    }
+
     /// The server it lives on.
     pub fn server(&self) -> &PgServer {
         self.server
