@@ -164,32 +164,37 @@ def ticks(pid):
         return 0
 
 
-def tree_ticks(root):
-    """utime+stime of `root` and of every descendant now alive, plus what `root` has
-    reaped of its children (PostgreSQL: the postmaster, its backends and helpers)."""
-    children = {}
+def process_tree(root):
+    """{pid: /proc stat fields after the command name} of `root` and every descendant
+    now alive, from one pass over /proc (empty when `root` is gone)."""
+    stats, kids = {}, {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append((int(d), int(fields[11]) + int(fields[12])))
+            stats[int(d)] = fields
+            kids.setdefault(int(fields[1]), []).append(int(d))
         except (OSError, IndexError, ValueError):
             continue
-    total = 0
-    try:
-        with open(f"/proc/{root}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += sum(int(x) for x in fields[11:15])
-    except (OSError, IndexError, ValueError):
-        return 0
-    todo = [root]
+    tree, todo = {}, [root]
     while todo:
-        for pid, t in children.get(todo.pop(), []):
-            total += t
-            todo.append(pid)
-    return total
+        pid = todo.pop()
+        if pid in stats:
+            tree[pid] = stats[pid]
+            todo += kids.get(pid, [])
+    return tree
+
+
+def tree_ticks(root):
+    """utime+stime of `root` and of every descendant now alive, plus what `root` has
+    reaped of its children (PostgreSQL: the postmaster, its backends and helpers)."""
+    tree = process_tree(root)
+    if root not in tree:
+        return 0
+    # utime and stime; for the root also cutime and cstime (its reaped children).
+    return sum(sum(int(x) for x in (f[11:15] if pid == root else f[11:13])) for pid, f in tree.items())
 
 
 class Cpu:
@@ -349,46 +354,24 @@ class Postgres:
         """{pid: (ticks, process title)} of the postmaster and everything under it: the
         title names a backend's database and state, or a helper (checkpointer, walwriter,
         autovacuum worker)."""
-        out, todo = {}, [self.postmaster()]
-        kids = {}
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    with open(f"/proc/{d}/stat") as f:
-                        kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
-                except (OSError, IndexError, ValueError):
-                    pass
-        while todo:
-            pid = todo.pop()
+        out = {}
+        for pid, f in process_tree(self.postmaster()).items():
             try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    title = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-                out[pid] = (int(fields[11]) + int(fields[12]), title)
-            except (OSError, IndexError, ValueError):
+                with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                    title = cmd.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
                 continue
-            todo += kids.get(pid, [])
+            out[pid] = (int(f[11]) + int(f[12]), title)
         return out
 
     def move_to(self, core):
         """Pins the postmaster and every process under it (backends, helpers) to `core`;
         backends forked later inherit it from the postmaster."""
-        todo = [self.postmaster()]
-        while todo:
-            pid = todo.pop()
+        for pid in process_tree(self.postmaster()):
             try:
                 os.sched_setaffinity(pid, {int(core)})
             except OSError:
                 continue
-            for d in os.listdir("/proc"):
-                if d.isdigit():
-                    try:
-                        with open(f"/proc/{d}/stat") as f:
-                            if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                                todo.append(int(d))
-                    except (OSError, IndexError, ValueError):
-                        pass
 
     def destroy(self):
         if os.path.exists(os.path.join(self.data, "postmaster.pid")):

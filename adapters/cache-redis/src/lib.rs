@@ -534,6 +534,27 @@ impl Shared {
         done
     }
 
+    /// The script call that announces `what` to every instance: one user's profile
+    /// invalidated (its version kept as a tombstone), or a new generation of all.
+    fn invalidation(&self, what: Verify) -> redis::ScriptInvocation<'static> {
+        match what {
+            Verify::Profile(user_id) => {
+                let mut inv = INVALIDATE_PROFILE.prepare_invoke();
+                inv.key(self.profile_key(user_id))
+                    .key(&self.keys.generation)
+                    .arg(ms(self.cfg.profile_ttl))
+                    .arg(&self.keys.channel)
+                    .arg(format!("p|{}|{user_id}", self.instance));
+                inv
+            }
+            Verify::All => {
+                let mut inv = NEW_GENERATION.prepare_invoke();
+                inv.key(&self.keys.generation).arg(&self.keys.channel).arg(format!("g|{}", self.instance));
+                inv
+            }
+        }
+    }
+
     /// Re-announces `what` off the request path under [`VERIFY_TIMEOUT`]; if that
     /// fails too, disconnects (nobody may have heard of the change).
     fn verify(self: &Arc<Self>, what: Verify) {
@@ -543,24 +564,7 @@ impl Shared {
                 return;
             }
             let mut conn = this.conn.clone();
-            let message;
-            let mut inv;
-            match what {
-                Verify::Profile(user_id) => {
-                    message = format!("p|{}|{user_id}", this.instance);
-                    inv = INVALIDATE_PROFILE.prepare_invoke();
-                    inv.key(this.profile_key(user_id))
-                        .key(&this.keys.generation)
-                        .arg(ms(this.cfg.profile_ttl))
-                        .arg(&this.keys.channel)
-                        .arg(&message);
-                }
-                Verify::All => {
-                    message = format!("g|{}", this.instance);
-                    inv = NEW_GENERATION.prepare_invoke();
-                    inv.key(&this.keys.generation).arg(&this.keys.channel).arg(&message);
-                }
-            }
+            let inv = this.invalidation(what);
             match tokio::time::timeout(VERIFY_TIMEOUT, inv.invoke_async::<i64>(&mut conn)).await {
                 Ok(Ok(_)) => {
                     this.m.sent.increment(1);
@@ -803,19 +807,9 @@ impl CachePort for RedisCache {
         if s.cfg.profile_ttl.is_zero() {
             return;
         }
-        let message = format!("p|{}|{user_id}", s.instance);
-        let (key, mut conn) = (s.profile_key(user_id), s.conn.clone());
-        let done: Option<i64> = s
-            .announce(Verify::Profile(user_id), async {
-                let mut inv = INVALIDATE_PROFILE.prepare_invoke();
-                inv.key(&key)
-                    .key(&s.keys.generation)
-                    .arg(ms(s.cfg.profile_ttl))
-                    .arg(&s.keys.channel)
-                    .arg(&message);
-                inv.invoke_async(&mut conn).await
-            })
-            .await;
+        let (what, mut conn) = (Verify::Profile(user_id), s.conn.clone());
+        let done: Option<i64> =
+            s.announce(what, async { s.invalidation(what).invoke_async(&mut conn).await }).await;
         if done.is_some() {
             s.m.sent.increment(1);
         }
@@ -826,14 +820,9 @@ impl CachePort for RedisCache {
     async fn clear_profiles(&self) {
         let s = &self.shared;
         s.clear_local().await;
-        let message = format!("g|{}", s.instance);
         let mut conn = s.conn.clone();
         let done: Option<i64> = s
-            .announce(Verify::All, async {
-                let mut inv = NEW_GENERATION.prepare_invoke();
-                inv.key(&s.keys.generation).arg(&s.keys.channel).arg(&message);
-                inv.invoke_async(&mut conn).await
-            })
+            .announce(Verify::All, async { s.invalidation(Verify::All).invoke_async(&mut conn).await })
             .await;
         if done.is_some() {
             s.m.sent.increment(1);

@@ -18,11 +18,16 @@ fn config(url: String, ttl: Duration) -> RedisCacheConfig {
     RedisCacheConfig { profile_ttl: ttl, ..RedisCacheConfig::new(url) }
 }
 
-async fn cache(redis: &RedisServer, ttl: Duration) -> RedisCache {
-    let local = MemoryCache::with_profile_ttl(ttl);
-    let cache = RedisCache::start(config(redis.url(), ttl), local).expect("start");
+/// A cache on `cfg` over an in-process first level of the same TTL, once connected.
+async fn start(cfg: RedisCacheConfig) -> RedisCache {
+    let local = MemoryCache::with_profile_ttl(cfg.profile_ttl);
+    let cache = RedisCache::start(cfg, local).expect("start");
     assert!(cache.wait_connected(Duration::from_secs(5)).await, "never connected");
     cache
+}
+
+async fn cache(redis: &RedisServer, ttl: Duration) -> RedisCache {
+    start(config(redis.url(), ttl)).await
 }
 
 fn snapshot(user_id: i64, version: i64) -> Arc<ProfileSnapshot> {
@@ -255,8 +260,7 @@ async fn slow_replies_cost_misses_not_a_resynchronisation_and_a_sustained_hang_s
     let proxy = SlowProxy::start(redis.port()).await;
     let ttl = Duration::from_secs(60);
     let b = cache(&redis, ttl).await;
-    let a = RedisCache::start(config(proxy.url(), ttl), MemoryCache::with_profile_ttl(ttl)).expect("start");
-    assert!(a.wait_connected(Duration::from_secs(5)).await, "never connected through the proxy");
+    let a = start(config(proxy.url(), ttl)).await;
     b.put_profile(snapshot(1, 1)).await;
     b.put_profile(snapshot(2, 1)).await;
     assert_eq!(version(&a, 1).await, Some(1), "A reads what B stored");
@@ -311,8 +315,7 @@ async fn a_run_of_slow_reads_opens_the_breaker_without_disconnecting() {
     let proxy = SlowProxy::start(redis.port()).await;
     let ttl = Duration::from_secs(60);
     let b = cache(&redis, ttl).await;
-    let a = RedisCache::start(config(proxy.url(), ttl), MemoryCache::with_profile_ttl(ttl)).expect("start");
-    assert!(a.wait_connected(Duration::from_secs(5)).await, "never connected through the proxy");
+    let a = start(config(proxy.url(), ttl)).await;
     b.put_profile(snapshot(1, 1)).await;
     let before = generation(&redis);
 
@@ -347,8 +350,7 @@ async fn an_announcement_that_cannot_be_verified_disconnects_and_resynchronises(
         heartbeat_timeout: Duration::from_secs(120),
         ..config(proxy.url(), ttl)
     };
-    let a = RedisCache::start(slow_beat, MemoryCache::with_profile_ttl(ttl)).expect("start");
-    assert!(a.wait_connected(Duration::from_secs(5)).await, "never connected through the proxy");
+    let a = start(slow_beat).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before = generation(&redis);
 

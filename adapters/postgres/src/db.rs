@@ -2,6 +2,7 @@
 //! advisory lock, and error mapping (without SQL text, URLs or passwords).
 
 use std::error::Error as StdError;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -189,30 +190,36 @@ impl From<StoreError> for TxError {
     }
 }
 
-/// One statement of a store's own SQL with a single `BIGINT` key at `$1`, kept prepared
-/// on each connection: diesel caches it by its text, one round trip a call, where a
-/// `sql_query` is prepared anew every time (two round trips).
-pub(crate) struct Keyed {
-    sql: &'static str,
+/// A fixed-text statement of a store's own, [`KeyedSql::SQL`], with one `BIGINT` key at
+/// its `$1`, kept prepared on each connection under its type: one round trip a call,
+/// where a `sql_query` is prepared anew every time (two round trips), and no text built
+/// or hashed per call.
+pub(crate) struct Keyed<Q> {
     key: i64,
+    sql: PhantomData<Q>,
 }
 
-impl Keyed {
-    /// `sql` with `key` bound at its one `$1`.
-    pub(crate) fn new(sql: &'static str, key: i64) -> Self {
-        Self { sql, key }
+/// Names the text of a [`Keyed`] statement.
+pub(crate) trait KeyedSql: 'static {
+    /// The statement, with one `$1`.
+    const SQL: &'static str;
+}
+
+impl<Q: KeyedSql> Keyed<Q> {
+    /// `Q::SQL` with `key` bound at its `$1`.
+    pub(crate) fn new(key: i64) -> Self {
+        Self { key, sql: PhantomData }
     }
 }
 
-impl QueryId for Keyed {
-    type QueryId = ();
-    // Keyed by its SQL text in the connection's statement cache.
-    const HAS_STATIC_QUERY_ID: bool = false;
+impl<Q: KeyedSql> QueryId for Keyed<Q> {
+    type QueryId = Self;
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl QueryFragment<Pg> for Keyed {
+impl<Q: KeyedSql> QueryFragment<Pg> for Keyed<Q> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let (head, tail) = self.sql.split_once("$1").unwrap_or((self.sql, ""));
+        let (head, tail) = Q::SQL.split_once("$1").unwrap_or((Q::SQL, ""));
         out.push_sql(head);
         out.push_bind_param::<BigInt, _>(&self.key)?;
         out.push_sql(tail);
@@ -220,11 +227,11 @@ impl QueryFragment<Pg> for Keyed {
     }
 }
 
-impl Query for Keyed {
+impl<Q: KeyedSql> Query for Keyed<Q> {
     type SqlType = diesel::sql_types::Untyped;
 }
 
-impl RunQueryDsl<PgConnection> for Keyed {}
+impl<Q: KeyedSql> RunQueryDsl<PgConnection> for Keyed<Q> {}
 
 /// Runs `f` in a transaction (READ COMMITTED) that first queues behind every other
 /// writer of `user_id`, on any instance, until it ends: `BEGIN` and the transaction-level

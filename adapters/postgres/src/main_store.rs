@@ -10,7 +10,7 @@ use profile_core::admin::{MainAdmin, PoolStatus, SeedReport, StoreAdmin};
 use profile_core::domain::{AccountSnapshot, AccountStatus, OrderStats, UserId};
 use profile_core::ports::{AccountRepository, StoreError};
 
-use crate::db::{Db, Keyed, Schema, TxError};
+use crate::db::{Db, Keyed, KeyedSql, Schema, TxError};
 use crate::schema::users;
 use crate::{MainSchema, OpenError, PgConfig};
 
@@ -26,6 +26,13 @@ FROM users AS u CROSS JOIN LATERAL ( \
            MAX(o.created_at) AS last_order_at \
     FROM orders AS o WHERE o.user_id = u.id AND o.status = 'completed') AS s \
 WHERE u.id = $1";
+
+/// [`ACCOUNT_SQL`] as a [`Keyed`] statement.
+struct AccountById;
+
+impl KeyedSql for AccountById {
+    const SQL: &'static str = ACCOUNT_SQL;
+}
 
 /// Users of one seeding batch: ids `$1..=$2`, created during the year from epoch `$3`.
 const SEED_USERS_SQL: &str = "\
@@ -285,7 +292,7 @@ impl AccountRepository for MainStore {
     async fn account(&self, user_id: UserId) -> Result<Option<AccountSnapshot>, StoreError> {
         let row = self
             .db
-            .read(move |c| Ok(Keyed::new(ACCOUNT_SQL, user_id).get_result::<AccountRow>(c).optional()?))
+            .read(move |c| Ok(Keyed::<AccountById>::new(user_id).get_result::<AccountRow>(c).optional()?))
             .await?;
         row.map(AccountRow::into_snapshot).transpose()
     }

@@ -20,7 +20,7 @@ use profile_core::ports::{
     CurrentRecord, Decide, Decision, EmailChange, JournalId, ProfileRepository, StoreError, UpdateOutcome,
 };
 
-use crate::db::{Db, Keyed, Schema, TxError, locked};
+use crate::db::{Db, Keyed, KeyedSql, Schema, TxError, locked};
 use crate::schema::{email_journal, profiles};
 use crate::{OpenError, PgConfig};
 
@@ -244,8 +244,15 @@ fn stored_form(mut r: ProfileRecord) -> ProfileRecord {
 /// Queues this transaction behind every other writer of the user, on any instance,
 /// until it ends (one-key form: the migration lock uses the two-key form).
 fn lock_user(c: &mut PgConnection, user_id: UserId) -> Result<(), TxError> {
-    Keyed::new("SELECT pg_advisory_xact_lock($1)", user_id).execute(c)?;
+    Keyed::<LockUser>::new(user_id).execute(c)?;
     Ok(())
+}
+
+/// The transaction-level lock of one user, as a [`Keyed`] statement.
+struct LockUser;
+
+impl KeyedSql for LockUser {
+    const SQL: &'static str = "SELECT pg_advisory_xact_lock($1)";
 }
 
 /// The user's row and pending journal entry, each when there is one, in one statement,
@@ -277,7 +284,14 @@ struct CurrentRow {
 
 /// The user's row and pending journal entry as of one snapshot.
 fn current(c: &mut PgConnection, user_id: UserId) -> Result<CurrentRow, TxError> {
-    Ok(Keyed::new(CURRENT_SQL, user_id).get_result::<CurrentRow>(c)?)
+    Ok(Keyed::<CurrentById>::new(user_id).get_result::<CurrentRow>(c)?)
+}
+
+/// [`CURRENT_SQL`] as a [`Keyed`] statement.
+struct CurrentById;
+
+impl KeyedSql for CurrentById {
+    const SQL: &'static str = CURRENT_SQL;
 }
 
 /// The version rule: the stored version (0 without a row) must be `version - 1`.

@@ -174,35 +174,17 @@ fn write_timestamp(line: &mut String, now: SystemTime) {
     line.push_str(std::str::from_utf8(&frac).unwrap_or(".000000Z"));
 }
 
-/// The UTC calendar date and time of a Unix second (proleptic Gregorian).
+/// The UTC calendar date and time of a Unix second, `YYYY-MM-DDTHH:MM:SS` (a year past
+/// 9999, which needs more digits, is written as the epoch). Once a second per thread.
 fn civil(secs: u64) -> [u8; 19] {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Days to (year, month, day), after Howard Hinnant's `civil_from_days`.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    let mut out = *b"0000-00-00T00:00:00";
-    let mut put = |at: usize, v: u64, width: usize| {
-        let mut v = v;
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (v % 10) as u8;
-            v /= 10;
+    let mut out = *b"1970-01-01T00:00:00";
+    let at = i64::try_from(secs).ok().and_then(|s| chrono::DateTime::from_timestamp(s, 0));
+    if let Some(at) = at {
+        let text = at.format("%Y-%m-%dT%H:%M:%S").to_string();
+        if let Ok(bytes) = <[u8; 19]>::try_from(text.as_bytes()) {
+            out = bytes;
         }
-    };
-    put(0, y.clamp(0, 9999) as u64, 4);
-    put(5, mo as u64, 2);
-    put(8, d as u64, 2);
-    put(11, h, 2);
-    put(14, m, 2);
-    put(17, s, 2);
+    }
     out
 }
 

@@ -3,6 +3,7 @@
 
 use std::error::Error as StdError;
 use std::io;
+use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,12 +13,56 @@ use deadpool_diesel::sqlite::Runtime;
 use deadpool_diesel::{InteractError, ManagerConfig, RecyclingMethod};
 use diesel::connection::SimpleConnection;
 use diesel::connection::{Connection, TransactionManager};
-use diesel::sql_types::Integer;
-use diesel::{QueryableByName, RunQueryDsl, SqliteConnection};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Integer};
+use diesel::sqlite::Sqlite;
+use diesel::{QueryResult, QueryableByName, RunQueryDsl, SqliteConnection};
 use profile_core::ports::StoreError;
 use tokio::task::JoinHandle;
 
 use crate::{DbConfig, OpenError, PoolStatus};
+
+/// A fixed-text statement of a store's own, [`KeyedSql::SQL`], with one `BIGINT` key
+/// bound at its `?1`. A `sql_query` is prepared anew on every call; this one is kept
+/// prepared by each connection, keyed by its type (no text built or hashed per call).
+pub(crate) struct Keyed<Q> {
+    key: i64,
+    sql: PhantomData<Q>,
+}
+
+/// Names the text of a [`Keyed`] statement.
+pub(crate) trait KeyedSql: 'static {
+    /// The statement, with one `?1`.
+    const SQL: &'static str;
+}
+
+impl<Q: KeyedSql> Keyed<Q> {
+    /// `Q::SQL` with `key` bound at its `?1`.
+    pub(crate) fn new(key: i64) -> Self {
+        Self { key, sql: PhantomData }
+    }
+}
+
+impl<Q: KeyedSql> QueryId for Keyed<Q> {
+    type QueryId = Self;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<Q: KeyedSql> QueryFragment<Sqlite> for Keyed<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        let (head, tail) = Q::SQL.split_once("?1").unwrap_or((Q::SQL, ""));
+        out.push_sql(head);
+        out.push_bind_param::<BigInt, _>(&self.key)?;
+        out.push_sql(tail);
+        Ok(())
+    }
+}
+
+impl<Q: KeyedSql> Query for Keyed<Q> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<Q: KeyedSql> RunQueryDsl<SqliteConnection> for Keyed<Q> {}
 
 /// After a checkpoint resets the WAL, SQLite shrinks the file back to this size.
 const JOURNAL_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
@@ -314,17 +359,7 @@ impl Db {
         R: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<R, TxError> + Send + 'static,
     {
-        let (label, readers) = (self.label, self.readers.clone());
-        // Checkout, statement and return run as one task of their own: when the request
-        // that asked is dropped (its client went away), the connection still goes back
-        // only once its statement is done. Returned mid-statement, the next checkout
-        // would find it busy and discard it.
-        let task = tokio::spawn(async move {
-            let conn = readers.get().await.map_err(|e| pool_error(label, &e))?;
-            conn.interact(f).await.map_err(|e| interact_error(label, &e))?.map_err(|e| e.into_store(label))
-        });
-        task.await
-            .unwrap_or_else(|_| Err(StoreError::Failure(format!("the {label} database call did not finish"))))
+        on_pool(self.label, self.readers.clone(), f).await
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer, on a blocking thread;
@@ -411,20 +446,26 @@ impl Writer {
         R: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> Result<R, TxError> + Send + 'static,
     {
-        let (label, pool) = (self.label, self.pool.clone());
-        // As in `Db::read`: the one writer goes back to its pool only once the
-        // transaction is over, even when the caller was dropped meanwhile; returned busy,
-        // it would be discarded and a second writer opened beside it.
-        let task = tokio::spawn(async move {
-            let conn = pool.get().await.map_err(|e| pool_error(label, &e))?;
-            conn.interact(move |c| c.immediate_transaction(f))
-                .await
-                .map_err(|e| interact_error(label, &e))?
-                .map_err(|e| e.into_store(label))
-        });
-        task.await
-            .unwrap_or_else(|_| Err(StoreError::Failure(format!("the {label} database call did not finish"))))
+        on_pool(self.label, self.pool.clone(), move |c| c.immediate_transaction(f)).await
     }
+}
+
+/// Checks a connection out of `pool`, runs `f` on it on a blocking thread and returns
+/// it, as one task of their own: when the request that asked is dropped (its client went
+/// away), the connection still goes back only once `f` is done. Returned mid-statement,
+/// the next checkout would find it busy and discard it (for the one writer: a second
+/// writer opened beside it).
+async fn on_pool<R, F>(label: &'static str, pool: Pool, f: F) -> Result<R, StoreError>
+where
+    R: Send + 'static,
+    F: FnOnce(&mut SqliteConnection) -> Result<R, TxError> + Send + 'static,
+{
+    let task = tokio::spawn(async move {
+        let conn = pool.get().await.map_err(|e| pool_error(label, &e))?;
+        conn.interact(f).await.map_err(|e| interact_error(label, &e))?.map_err(|e| e.into_store(label))
+    });
+    task.await
+        .unwrap_or_else(|_| Err(StoreError::Failure(format!("the {label} database call did not finish"))))
 }
 
 impl Drop for Db {
@@ -494,33 +535,26 @@ async fn checkpointer(
             return;
         }
         let url = url.clone();
+        // The connection comes back for the next tick unless it failed.
+        let reuse = own.take();
         let copied = tokio::task::spawn_blocking(move || {
-            let result = match own.take() {
-                Some(c) => Ok(c),
-                None => open_checkpoint_conn(&url, busy).map_err(|e| e.to_string()),
-            }
-            .and_then(|mut c| match checkpoint(&mut c, "PASSIVE") {
-                Ok((_, log)) => Ok((c, log)),
-                Err(e) => Err(e.to_string()),
-            });
-            match result {
-                Ok((c, log)) => (Some(c), Ok(log)),
-                Err(e) => (None, Err(e)),
-            }
+            let mut c = match reuse.map_or_else(|| open_checkpoint_conn(&url, busy), Ok) {
+                Ok(c) => c,
+                Err(e) => return Err(e.to_string()),
+            };
+            checkpoint(&mut c, "PASSIVE").map(|(_, log)| (c, log)).map_err(|e| e.to_string())
         })
         .await;
         let log = match copied {
-            Ok((conn, Ok(log))) => {
-                own = conn;
+            Ok(Ok((conn, log))) => {
+                own = Some(conn);
                 log
             }
-            Ok((conn, Err(e))) => {
-                own = conn;
+            Ok(Err(e)) => {
                 tracing::warn!(database = label, error = %e, "WAL checkpoint failed");
                 continue;
             }
             Err(e) => {
-                own = None;
                 tracing::warn!(database = label, error = %e, "WAL checkpoint task failed");
                 continue;
             }
@@ -554,9 +588,6 @@ mod tests {
         cache_size: i32,
     }
 
-    /// A call dropped while its statement runs (its client went away) must not cost the
-    /// pool its connection: the next call gets the same connection once the statement is
-    /// done. `cache_size` is per connection, so it tells them apart.
     /// Runs long enough (a count to three million) to be abandoned midway.
     fn long_count(c: &mut SqliteConnection) -> Result<i32, TxError> {
         let sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000) \
@@ -578,6 +609,9 @@ mod tests {
         assert!(gave_up, "the count was too quick");
     }
 
+    /// A call dropped while its statement runs (its client went away) must not cost the
+    /// pool its connection: the next call gets the same connection once the statement is
+    /// done. `cache_size` is per connection, so it tells them apart.
     #[tokio::test]
     async fn a_call_abandoned_mid_statement_keeps_its_connection() {
         let dir = tempfile::tempdir().unwrap();

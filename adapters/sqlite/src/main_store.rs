@@ -2,15 +2,13 @@
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Nullable, Text};
-use diesel::sqlite::Sqlite;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use profile_core::domain::{AccountSnapshot, AccountStatus, OrderStats, UserId};
 use profile_core::ports::{AccountRepository, StoreError};
 
-use crate::db::{Db, TxError};
+use crate::db::{Db, Keyed, KeyedSql, TxError};
 use crate::schema::users;
 use crate::{DbConfig, OpenError, PoolStatus, time};
 
@@ -27,30 +25,12 @@ FROM users AS u LEFT JOIN orders AS o ON o.user_id = u.id AND o.status = 'comple
 WHERE u.id = ?1 \
 GROUP BY u.id";
 
-/// [`ACCOUNT_SQL`] for one id. `sql_query` statements are prepared anew on every call;
-/// this one has a fixed text, so each connection keeps it prepared (keyed by its type).
-struct AccountById(i64);
+/// [`ACCOUNT_SQL`] as a [`Keyed`] statement.
+struct AccountById;
 
-impl QueryId for AccountById {
-    type QueryId = AccountById;
-    const HAS_STATIC_QUERY_ID: bool = true;
+impl KeyedSql for AccountById {
+    const SQL: &'static str = ACCOUNT_SQL;
 }
-
-impl QueryFragment<Sqlite> for AccountById {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        let (head, tail) = ACCOUNT_SQL.split_once("?1").unwrap_or((ACCOUNT_SQL, ""));
-        out.push_sql(head);
-        out.push_bind_param::<BigInt, _>(&self.0)?;
-        out.push_sql(tail);
-        Ok(())
-    }
-}
-
-impl Query for AccountById {
-    type SqlType = diesel::sql_types::Untyped;
-}
-
-impl RunQueryDsl<SqliteConnection> for AccountById {}
 
 /// Users of one seeding batch; `?1`..=`?2` are the ids, `?3` the epoch of the first day.
 const SEED_USERS_SQL: &str = "\
@@ -312,8 +292,10 @@ impl MainStore {
 #[async_trait]
 impl AccountRepository for MainStore {
     async fn account(&self, user_id: UserId) -> Result<Option<AccountSnapshot>, StoreError> {
-        let row =
-            self.db.read(move |c| Ok(AccountById(user_id).get_result::<AccountRow>(c).optional()?)).await?;
+        let row = self
+            .db
+            .read(move |c| Ok(Keyed::<AccountById>::new(user_id).get_result::<AccountRow>(c).optional()?))
+            .await?;
         row.map(AccountRow::into_snapshot).transpose()
     }
 
