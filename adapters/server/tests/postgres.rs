@@ -31,8 +31,15 @@ async fn two_instances_queue_writes_of_one_user_and_share_email_uniqueness() {
     let dbs = Dbs::postgres(main.url(), profiles.url());
     // Both start together on empty databases: the migrations run once, both serve.
     let (a, b) = start_two(&dbs, &["--profile-cache-ttl-s", "0"]);
-    assert_eq!(main.psql("SELECT count(*) FROM __diesel_schema_migrations"), "1");
-    assert_eq!(profiles.psql("SELECT count(*) FROM __diesel_schema_migrations"), "1");
+    let migrations = |folder: &str| {
+        let dir = format!("{}/../../{folder}/postgres", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_dir(dir).expect("migrations folder").count().to_string()
+    };
+    assert_eq!(main.psql("SELECT count(*) FROM __diesel_schema_migrations"), migrations("migrations_main"));
+    assert_eq!(
+        profiles.psql("SELECT count(*) FROM __diesel_schema_migrations"),
+        migrations("migrations_profiles")
+    );
     dbs.seed(5);
     let http = Http::new();
     for s in [&a, &b] {
