@@ -27,7 +27,8 @@ Three setups, one run:
   with and without the shared window.
 
 Environment: BENCH_SECONDS (per scenario run, default 5), BENCH_USERS (default 100000),
-BENCH_RUNS (default 2). Only loopback addresses and unix sockets are ever used.
+BENCH_RUNS (default 3; targets are judged on the median of the runs, and also listed run by
+run). Only loopback addresses and unix sockets are ever used.
 """
 
 import datetime
@@ -40,6 +41,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +53,7 @@ OUT = os.path.join(ROOT, "bench-out")
 LUA = os.path.join(ROOT, "bench", "load.lua")
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 USERS = int(os.environ.get("BENCH_USERS", "100000"))
-RUNS = int(os.environ.get("BENCH_RUNS", "2"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SPREAD = min(10_000, USERS)
 CONNS = 32
 # gRPC: the same 32 calls in flight, as 4 HTTP/2 connections of 8 concurrent streams.
@@ -837,6 +839,7 @@ def write_report(results, rss, x):
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     verdict = {}
+    by_name = {}  # name -> [(ratio, p99, errors)] over the runs
     for run, name, d in results:
         base = reference.get(run)
         ratio = d["rps"] / base if base else float("nan")
@@ -845,6 +848,7 @@ def write_report(results, rss, x):
         if target:
             ok = ratio >= target[0] and d["p99_ms"] <= target[1] and d["non2xx"] == 0 and d["socket_errors"] == 0
             verdict[name] = verdict.get(name, True) and ok
+            by_name.setdefault(name, []).append((ratio, d["p99_ms"], d["non2xx"] + d["socket_errors"]))
             parts = ([f"≥ {target[0]:.2f}"] if target[0] else []) + \
                     ([f"≤ {target[1]:g} ms"] if target[1] < 1000 else []) + \
                     ([] if target[0] else ["no non-2xx"])
@@ -857,6 +861,22 @@ def write_report(results, rss, x):
                      f"{d['p99_ms']:.2f} | {d['non2xx'] + d['socket_errors']} | {d['cpu_us']:.1f} | {side} | "
                      f"{tcell} | {mcell} |")
     met = lambda ok: "met" if ok else "**missed**"
+    # The targets are judged on the median of the runs (one run's figure moves with the
+    # machine: the reference itself varies by up to a fifth between runs), errors on all.
+    lines += ["", f"Medians over the {RUNS} runs:", "",
+              "| scenario | median vs reference | median p99 ms | non-2xx (all runs) | target (ratio, p99) | met |",
+              "|---|---|---|---|---|---|"]
+    by_median = {}
+    for name, rows in by_name.items():
+        target = TARGETS[name]
+        ratio, p99 = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+        errors = sum(r[2] for r in rows)
+        ok = ratio >= target[0] and p99 <= target[1] and errors == 0
+        by_median[name] = ok
+        parts = ([f"≥ {target[0]:.2f}"] if target[0] else []) + \
+                ([f"≤ {target[1]:g} ms"] if target[1] < 1000 else []) + ([] if target[0] else ["no non-2xx"])
+        lines.append(f"| {name} | {ratio:.3f} | {p99:.2f} | {errors} | {', '.join(parts)} | "
+                     f"{'yes' if ok else '**no**'} |")
     lines += ["",
               f"Seeding {USERS:,} users and {USERS * 10:,} orders: SQLite {x['seed_s']:.2f} s, "
               f"PostgreSQL {x['pg_seed_s']:.2f} s (target ≤ {SEED_TARGET_S:g} s: SQLite "
@@ -864,13 +884,19 @@ def write_report(results, rss, x):
     for k, v in rss.items():
         lines.append(f"- Peak RSS {k}: {v:.0f} MB")
     lines.append(f"- `database is locked` in server logs: {x['locked']}")
+    grpc_ratios = []
     for run in sorted(healthz):
         by = {name: d for r, name, d in results if r == run}
         if "grpc-get-cached" in by and "get-cached" in by:
             g = by["grpc-get-cached"]["rps"] / by["get-cached"]["rps"]
+            grpc_ratios.append(g)
             lines.append(f"- Run {run}: cached GetProfile over gRPC (h2load, {GRPC_CONNS} connections × "
                          f"{GRPC_STREAMS} streams) = {g:.2f} × the cached HTTP GET (wrk, {CONNS} connections) "
                          f"(target ≥ {GRPC_TARGET:.2f}: {met(g >= GRPC_TARGET)})")
+    if grpc_ratios:
+        g = statistics.median(grpc_ratios)
+        lines.append(f"- Median over the runs: GetProfile over gRPC = {g:.2f} × the cached HTTP GET "
+                     f"(target ≥ {GRPC_TARGET:.2f}: {met(g >= GRPC_TARGET)})")
     for run, (shared, local, n) in sorted(x["shared_hits"].items()):
         lines.append(f"- Run {run}: `redis-get-shared` walked {n:,} users B had never read (each once, "
                      f"warmed into Redis through A just before, at {x['warm_rps'][run - 1]:.0f} req/s); B counted {shared:,.0f} shared-cache profile hits and "
@@ -890,6 +916,9 @@ def write_report(results, rss, x):
                  f"other; calls counted by the instances' `rewards_calls_total`): {x['shared_calls']:.0f} calls "
                  f"with the shared cache, {x['alone_calls']:.0f} without; {saved:.0f} saved "
                  f"({saved / x['alone_calls'] * 100 if x['alone_calls'] else 0:.0f} %)")
+    lines.append("")
+    lines.append("Targets met by the median of the runs: " + ", ".join(
+        f"{k} {'yes' if v else '**no**'}" for k, v in by_median.items()) + ".")
     lines.append("")
     lines.append("Targets met in every run: " + ", ".join(
         f"{k} {'yes' if v else '**no**'}" for k, v in verdict.items()) + ".")
