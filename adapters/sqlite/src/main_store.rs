@@ -434,6 +434,6 @@ pub(crate) mod tests {
         assert_eq!(p.journal, "wal");
         assert_eq!(p.fk, 1);
         assert_eq!(p.sync, 1, "NORMAL");
-        assert_eq!(p.limit, 16 * 1024 * 1024);
+        assert_eq!(p.limit, crate::db::JOURNAL_SIZE_LIMIT as i64);
     }
 }
