@@ -765,6 +765,9 @@ impl CachePort for RedisCache {
             return;
         }
         let user_id = snapshot.profile.user_id;
+        // An invalidation this instance takes in from now on may announce a version newer
+        // than this one: see below.
+        let epoch = s.epoch.load(Ordering::SeqCst);
         let payload = format::encode_profile(&snapshot.profile, Utc::now().timestamp_millis());
         let message = format!("p|{}|{user_id}", s.instance);
         let (key, mut conn) = (s.profile_key(user_id), s.conn.clone());
@@ -788,6 +791,14 @@ impl CachePort for RedisCache {
                 }
                 lock(&s.deadlines).remove(&user_id);
                 s.local.put_profile(snapshot).await;
+                // Another instance may have stored a newer version after this one, and its
+                // announcement been handled (the first level's copy dropped) before the
+                // line above: then the copy just put is older than Redis's and nothing
+                // would drop it. A handler bumps the epoch before it drops, so either it
+                // drops this copy after the put, or the epoch shows it here.
+                if s.epoch.load(Ordering::SeqCst) != epoch {
+                    s.local.invalidate_profile(user_id).await;
+                }
             }
             Some(_) => {}
             None => {

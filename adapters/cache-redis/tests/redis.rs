@@ -378,3 +378,68 @@ async fn an_announcement_that_cannot_be_verified_disconnects_and_resynchronises(
     assert_ne!(generation(&redis), before, "reconnected without a new generation");
     assert!(b.is_connected());
 }
+
+/// A first level that holds back one profile put until an invalidation of that user
+/// reached it: the interleaving where another instance stores a newer version, and its
+/// announcement is handled, between this instance's store in Redis and its own copy.
+struct PutAfterInvalidation {
+    inner: Arc<MemoryCache>,
+    user_id: i64,
+    invalidated: tokio::sync::Notify,
+    held: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl CachePort for PutAfterInvalidation {
+    async fn profile(&self, user_id: i64) -> Option<Arc<ProfileSnapshot>> {
+        self.inner.profile(user_id).await
+    }
+    async fn put_profile(&self, snapshot: Arc<ProfileSnapshot>) {
+        use std::sync::atomic::Ordering;
+        if snapshot.profile.user_id == self.user_id && !self.held.swap(true, Ordering::SeqCst) {
+            self.invalidated.notified().await;
+        }
+        self.inner.put_profile(snapshot).await;
+    }
+    async fn invalidate_profile(&self, user_id: i64) {
+        self.inner.invalidate_profile(user_id).await;
+        if user_id == self.user_id {
+            self.invalidated.notify_one();
+        }
+    }
+    async fn clear_profiles(&self) {
+        self.inner.clear_profiles().await;
+    }
+    async fn rewards(&self, user_id: i64) -> Option<RewardsSnapshot> {
+        self.inner.rewards(user_id).await
+    }
+    async fn put_rewards(&self, user_id: i64, snapshot: RewardsSnapshot) {
+        self.inner.put_rewards(user_id, snapshot).await;
+    }
+}
+
+/// A stores version 1 in Redis; before it keeps its own copy, B stores version 2 and
+/// A handles B's announcement. A must not go on serving version 1 from its first level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_version_announced_while_an_older_put_finishes_is_not_shadowed() {
+    let redis = RedisServer::start();
+    let ttl = Duration::from_secs(60);
+    let gated = Arc::new(PutAfterInvalidation {
+        inner: MemoryCache::with_profile_ttl(ttl),
+        user_id: 5,
+        invalidated: tokio::sync::Notify::new(),
+        held: std::sync::atomic::AtomicBool::new(false),
+    });
+    let a = Arc::new(RedisCache::start(config(redis.url(), ttl), gated).expect("start"));
+    assert!(a.wait_connected(Duration::from_secs(5)).await, "never connected");
+    let b = cache(&redis, ttl).await;
+    let put = tokio::spawn({
+        let a = a.clone();
+        async move { a.put_profile(snapshot(5, 1)).await }
+    });
+    // A's version 1 is in Redis (B's version 2 replaces it), A's own copy still held back.
+    assert!(eventually(Duration::from_secs(2), async || version(&b, 5).await == Some(1)).await);
+    b.put_profile(snapshot(5, 2)).await;
+    tokio::time::timeout(Duration::from_secs(5), put).await.expect("A's put finished").expect("put");
+    assert_eq!(version(&a, 5).await, Some(2), "A serves the version B replaced");
+}
