@@ -637,14 +637,19 @@ mod tests {
         assert!(gave_up, "the count was too quick");
     }
 
+    /// A database in `dir` with one reader and the writer.
+    async fn one_connection_db(dir: &tempfile::TempDir) -> Db {
+        let cfg =
+            DbConfig { path: dir.path().join("t.db"), pool_size: 1, busy_timeout: Duration::from_secs(5) };
+        Db::open("profiles", &cfg, |_| Ok(Vec::new())).await.expect("open")
+    }
+
     /// A read that panics is an error of that call, and the connection it ran on is
     /// replaced (`cache_size` is per connection, so it tells them apart).
     #[tokio::test]
     async fn a_read_that_panics_is_an_error_and_its_connection_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg =
-            DbConfig { path: dir.path().join("t.db"), pool_size: 1, busy_timeout: Duration::from_secs(5) };
-        let db = Db::open("profiles", &cfg, |_| Ok(Vec::new())).await.expect("open");
+        let db = one_connection_db(&dir).await;
         db.read(mark).await.expect("marking the reader");
         assert_eq!(db.read(cache_size).await.expect("read"), -4321);
         let panicked = db.read(|_| -> Result<(), TxError> { panic!("a bug in a read") }).await;
@@ -662,9 +667,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_abandoned_mid_statement_keeps_its_connection() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg =
-            DbConfig { path: dir.path().join("t.db"), pool_size: 1, busy_timeout: Duration::from_secs(5) };
-        let db = Db::open("profiles", &cfg, |_| Ok(Vec::new())).await.expect("open");
+        let db = one_connection_db(&dir).await;
 
         // (A read runs on the calling thread: it cannot be abandoned midway.)
         db.write(mark).await.expect("marking the writer");
