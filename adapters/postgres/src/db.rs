@@ -242,6 +242,25 @@ const USER_LOCK: &str = "profile_api_user_lock";
 /// Prepares [`USER_LOCK`] on a new connection.
 const USER_LOCK_SETUP: &str = "PREPARE profile_api_user_lock(BIGINT) AS SELECT pg_advisory_xact_lock($1)";
 
+/// Runs `f` in a transaction (READ COMMITTED), committed when it returns `Ok`, rolled
+/// back when it fails: for a unit of work that takes its locks itself.
+pub(crate) fn in_transaction<R>(
+    c: &mut PgConnection,
+    f: impl FnOnce(&mut PgConnection) -> Result<R, TxError>,
+) -> Result<R, TxError> {
+    AnsiTransactionManager::begin_transaction(c)?;
+    match f(c) {
+        Ok(v) => {
+            AnsiTransactionManager::commit_transaction(c)?;
+            Ok(v)
+        }
+        Err(e) => match AnsiTransactionManager::rollback_transaction(c) {
+            Ok(()) | Err(DieselError::BrokenTransactionManager) => Err(e),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
+}
+
 /// Runs `f` in a transaction (READ COMMITTED) that first queues behind every other
 /// writer of `user_id`, on any instance, until it ends: `BEGIN` and the transaction-level
 /// advisory lock go in one round trip. Each later statement takes its snapshot after the
