@@ -805,6 +805,19 @@ def machine():
     return f"{os.cpu_count()} cores ({model}), {mem:.0f} GiB, {platform.system()} {platform.release()}"
 
 
+def meets(target, ratio, p99_ms, errors):
+    """Whether a figure meets its (ratio, p99) target with no errors."""
+    return ratio >= target[0] and p99_ms <= target[1] and errors == 0
+
+
+def target_cell(target):
+    """A target as the report writes it."""
+    parts = ([f"≥ {target[0]:.2f}"] if target[0] else []) + \
+            ([f"≤ {target[1]:g} ms"] if target[1] < 1000 else []) + \
+            ([] if target[0] else ["no non-2xx"])
+    return ", ".join(parts)
+
+
 def write_report(results, rss, x):
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                          text=True).stdout.strip() or "unknown"
@@ -846,13 +859,11 @@ def write_report(results, rss, x):
         vs_healthz = d["rps"] / healthz[run]
         target = TARGETS.get(name) if base else None
         if target:
-            ok = ratio >= target[0] and d["p99_ms"] <= target[1] and d["non2xx"] == 0 and d["socket_errors"] == 0
+            errors = d["non2xx"] + d["socket_errors"]
+            ok = meets(target, ratio, d["p99_ms"], errors)
             verdict[name] = verdict.get(name, True) and ok
-            by_name.setdefault(name, []).append((ratio, d["p99_ms"], d["non2xx"] + d["socket_errors"]))
-            parts = ([f"≥ {target[0]:.2f}"] if target[0] else []) + \
-                    ([f"≤ {target[1]:g} ms"] if target[1] < 1000 else []) + \
-                    ([] if target[0] else ["no non-2xx"])
-            tcell = ", ".join(parts)
+            by_name.setdefault(name, []).append((ratio, d["p99_ms"], errors))
+            tcell = target_cell(target)
             mcell = "yes" if ok else "**no**"
         else:
             tcell, mcell = "—", ""
@@ -871,11 +882,9 @@ def write_report(results, rss, x):
         target = TARGETS[name]
         ratio, p99 = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
         errors = sum(r[2] for r in rows)
-        ok = ratio >= target[0] and p99 <= target[1] and errors == 0
+        ok = meets(target, ratio, p99, errors)
         by_median[name] = ok
-        parts = ([f"≥ {target[0]:.2f}"] if target[0] else []) + \
-                ([f"≤ {target[1]:g} ms"] if target[1] < 1000 else []) + ([] if target[0] else ["no non-2xx"])
-        lines.append(f"| {name} | {ratio:.3f} | {p99:.2f} | {errors} | {', '.join(parts)} | "
+        lines.append(f"| {name} | {ratio:.3f} | {p99:.2f} | {errors} | {target_cell(target)} | "
                      f"{'yes' if ok else '**no**'} |")
     lines += ["",
               f"Seeding {USERS:,} users and {USERS * 10:,} orders: SQLite {x['seed_s']:.2f} s, "

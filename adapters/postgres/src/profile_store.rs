@@ -23,7 +23,7 @@ use profile_core::ports::{
     CurrentRecord, Decide, Decision, EmailChange, JournalId, ProfileRepository, StoreError, UpdateOutcome,
 };
 
-use crate::db::{Db, Keyed, KeyedSql, Schema, TxError, in_transaction, locked};
+use crate::db::{Db, Keyed, KeyedSql, Schema, TxError, locked};
 use crate::schema::{email_journal, profiles};
 use crate::{OpenError, PgConfig};
 
@@ -69,14 +69,9 @@ struct UpdateJob {
 async fn batch_writer(db: Arc<Db>, mut queue: tokio::sync::mpsc::UnboundedReceiver<UpdateJob>) {
     let mut waiting: Vec<UpdateJob> = Vec::new();
     loop {
+        // Everything queued, up to a batch, once there is something.
         if queue.recv_many(&mut waiting, MAX_BATCH).await == 0 {
             return;
-        }
-        while waiting.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => waiting.push(job),
-                Err(_) => break,
-            }
         }
         // Awaited: what queues meanwhile is the next batch.
         update_batch(db.clone(), std::mem::take(&mut waiting)).await;
@@ -87,7 +82,7 @@ async fn batch_writer(db: Arc<Db>, mut queue: tokio::sync::mpsc::UnboundedReceiv
 async fn update_batch(db: Arc<Db>, jobs: Vec<UpdateJob>) {
     let (replies, work): (Vec<_>, Vec<_>) =
         jobs.into_iter().map(|job| (job.reply, (job.user_id, job.decide))).unzip();
-    match db.run(move |c| in_transaction(c, |c| batch_in_tx(c, work))).await {
+    match db.run(move |c| c.transaction(|c| batch_in_tx(c, work))).await {
         Ok(steps) => {
             for (reply, step) in replies.into_iter().zip(steps) {
                 match step {
