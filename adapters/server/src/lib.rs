@@ -22,13 +22,34 @@ use clap::error::ErrorKind;
 use crate::cli::{Cli, Command};
 use crate::error::AppError;
 
+/// The multi-threaded runtime everything runs on, with tokio's LIFO slot disabled where
+/// the build allows it (`--cfg tokio_unstable`, set in `.cargo/config.toml`).
+///
+/// With the slot, a task woken by the task running now is polled right after it. An
+/// HTTP/2 connection's task is woken by each call's task as it answers, so it ran after
+/// every single call and wrote each answer in a `writev` of its own; without the slot it
+/// runs once the calls that were ready have answered, and writes them together (measured:
+/// eight answers per `writev` instead of one, half the CPU per gRPC call). Writes gain as
+/// well: the SQLite writer's batches are handed back to more callers at a time.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    runtime_builder().build()
+}
+
+fn runtime_builder() -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    builder
+}
+
 /// Parses the command line and runs the subcommand; the exit code says how it went.
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(&AppError::other(format!("cannot start the async runtime: {e}"))),
     };
@@ -85,5 +106,49 @@ fn clap_exit(e: clap::Error) -> ExitCode {
             }
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// A task woken by the running one waits its turn behind the tasks queued before it,
+    /// as the HTTP/2 connection task must behind the calls that are ready (see
+    /// [`super::runtime`]). With tokio's LIFO slot, the woken task would run first. Fails
+    /// too when the build flag is lost (a `RUSTFLAGS` in the environment replaces
+    /// `.cargo/config.toml`'s).
+    #[test]
+    fn a_woken_task_runs_after_the_tasks_queued_before_it() {
+        let rt = super::runtime_builder().worker_threads(1).build().expect("a runtime");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let seen = order.clone();
+        rt.block_on(async move {
+            wake_one_behind_a_queued_one(seen).await;
+        });
+        assert_eq!(*order.lock().unwrap(), ["queued", "woken"]);
+    }
+
+    /// Parks one task on a channel, queues another, then wakes the first.
+    async fn wake_one_behind_a_queued_one(order: Arc<Mutex<Vec<&'static str>>>) {
+        let driver = tokio::spawn(async move {
+            let (wake, woken) = tokio::sync::oneshot::channel::<()>();
+            let o = order.clone();
+            let waiting = tokio::spawn(async move {
+                let _ = woken.await;
+                o.lock().unwrap().push("woken");
+            });
+            // Let it run until it waits on the channel.
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            let o = order.clone();
+            let queued = tokio::spawn(async move { o.lock().unwrap().push("queued") });
+            let _ = wake.send(());
+            (waiting, queued)
+        });
+        let (waiting, queued) = driver.await.expect("the driver");
+        waiting.await.expect("the woken task");
+        queued.await.expect("the queued task");
     }
 }
