@@ -349,11 +349,7 @@ impl Db {
         // Opens one reader now, so a broken setup fails at start-up, not on a request.
         drop(readers.get().await.map_err(|e| connect(pool_reason(&e)))?);
 
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let task = tokio::spawn(checkpointer(writer.weak(), url, dir, label, cfg.busy_timeout));
+        let task = tokio::spawn(checkpointer(writer.weak(), url, path.clone(), label, cfg.busy_timeout));
         Ok(Self { label, readers, writer, checkpointer: Mutex::new(Some(task)), applied })
     }
 
@@ -553,7 +549,7 @@ fn open_checkpoint_conn(url: &str, busy: Duration) -> diesel::ConnectionResult<S
 async fn checkpointer(
     writer: deadpool::managed::WeakPool<SqliteManager>,
     url: String,
-    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
     label: &'static str,
     busy: Duration,
 ) {
@@ -599,8 +595,8 @@ async fn checkpointer(
         // copied since the last restart (megabytes: ≈ 10 ms) while holding the writer.
         // Flushed here first, off the writer, the restart has only its own few pages
         // to sync.
-        let flush_dir = dir.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sync_filesystem(&flush_dir)).await {
+        let file = path.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || flush_database_file(&file)).await {
             tracing::debug!(database = label, error = %e, "flush before the WAL restart failed");
         }
         let Some(pool) = writer.upgrade() else { return };
@@ -618,19 +614,36 @@ async fn checkpointer(
     }
 }
 
-/// Writes back what the filesystem holding `dir` has cached (`syncfs`), the database
-/// file's copied pages included. Through a descriptor of the directory, never of the
-/// database file: closing a descriptor of that file would drop the POSIX locks this
-/// process's SQLite connections hold on it.
-#[cfg(target_os = "linux")]
-fn sync_filesystem(dir: &std::path::Path) -> std::io::Result<()> {
-    let d = std::fs::File::open(dir)?;
-    rustix::fs::syncfs(&d).map_err(std::io::Error::from)
+/// Writes back the database file's cached pages (`fdatasync`), through a descriptor this
+/// process keeps open for its whole life, one per file: closing any descriptor of a file
+/// drops every POSIX lock the process holds on it, so a descriptor opened and closed
+/// here would take SQLite's locks from this process's connections (another process
+/// could then think them gone and, say, delete the WAL under them).
+#[cfg(unix)]
+fn flush_database_file(path: &Path) -> io::Result<()> {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Arc, OnceLock, PoisonError};
+    static KEPT: OnceLock<Mutex<HashMap<(u64, u64), Arc<std::fs::File>>>> = OnceLock::new();
+    // Identified without opening it (an open to look would need a close).
+    let meta = std::fs::metadata(path)?;
+    let file = {
+        let mut kept = KEPT.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
+        match kept.get(&(meta.dev(), meta.ino())) {
+            Some(f) => f.clone(),
+            None => {
+                let f = Arc::new(std::fs::File::open(path)?);
+                kept.insert((meta.dev(), meta.ino()), f.clone());
+                f
+            }
+        }
+    };
+    file.sync_data()
 }
 
 /// Elsewhere the restart syncs the database file itself, as before.
-#[cfg(not(target_os = "linux"))]
-fn sync_filesystem(_dir: &std::path::Path) -> std::io::Result<()> {
+#[cfg(not(unix))]
+fn flush_database_file(_path: &Path) -> io::Result<()> {
     Ok(())
 }
 
@@ -673,12 +686,59 @@ mod tests {
         Db::open("profiles", &cfg, |_| Ok(Vec::new())).await.expect("open")
     }
 
-    #[test]
-    fn the_filesystem_of_a_database_directory_is_flushed_and_a_missing_one_is_an_error() {
+    /// Flushing a database file keeps this process's locks on it. A descriptor of the
+    /// file closed after the flush would drop the shared lock a read transaction holds,
+    /// and another process could then lock the file exclusively (SQLite's exclusive
+    /// locking mode needs exactly that): the child below tries, and must fail.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn flushing_a_database_file_keeps_the_locks_this_process_holds() {
         let dir = tempfile::tempdir().unwrap();
-        sync_filesystem(dir.path()).expect("flushing the database's filesystem");
-        #[cfg(target_os = "linux")]
-        assert!(sync_filesystem(&dir.path().join("missing")).is_err());
+        let db = one_connection_db(&dir).await;
+        let path = dir.path().join("t.db");
+        let mut reader = db.reader_conn().await;
+        reader
+            .lock()
+            .unwrap()
+            .batch_execute("BEGIN; SELECT count(*) FROM sqlite_schema;")
+            .expect("a read transaction");
+        flush_database_file(&path).expect("the flush");
+        flush_database_file(&path).expect("a second flush, through the same descriptor");
+        assert!(flush_database_file(&dir.path().join("missing.db")).is_err());
+
+        let probe = |holding: bool| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "db::tests::lock_probe", "--ignored", "--nocapture"])
+                .env("LOCK_PROBE_DB", &path)
+                .env("LOCK_PROBE_EXPECT_BUSY", if holding { "1" } else { "0" })
+                .output()
+                .expect("the probe process")
+        };
+        let held = probe(true);
+        assert!(held.status.success(), "{}", String::from_utf8_lossy(&held.stdout));
+        reader.lock().unwrap().batch_execute("COMMIT").unwrap();
+        drop(reader);
+        drop(db);
+        // The probe itself works: with nothing held, it gets the lock.
+        let free = probe(false);
+        assert!(free.status.success(), "{}", String::from_utf8_lossy(&free.stdout));
+    }
+
+    /// The other process of the test above (run by it, skipped otherwise): locks the file
+    /// exclusively, and fails unless that succeeds or fails as `LOCK_PROBE_EXPECT_BUSY`
+    /// says.
+    #[test]
+    #[ignore = "run by flushing_a_database_file_keeps_the_locks_this_process_holds"]
+    fn lock_probe() {
+        let (Some(path), Some(expect)) =
+            (std::env::var_os("LOCK_PROBE_DB"), std::env::var_os("LOCK_PROBE_EXPECT_BUSY"))
+        else {
+            return;
+        };
+        let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        c.batch_execute("PRAGMA busy_timeout = 0; PRAGMA locking_mode = EXCLUSIVE;").unwrap();
+        let locked = c.batch_execute("SELECT count(*) FROM sqlite_schema;");
+        assert_eq!(locked.is_err(), expect == "1", "exclusive lock: {locked:?}");
     }
 
     /// A read that panics is an error of that call, and the connection it ran on is
