@@ -5,7 +5,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Histogram, SharedString};
-use warp::http::{HeaderValue, Method, StatusCode};
+use warp::http::header::X_CONTENT_TYPE_OPTIONS;
+use warp::http::{HeaderName, HeaderValue, Method, StatusCode};
 use warp::path::FullPath;
 use warp::reply::Response;
 
@@ -13,6 +14,7 @@ use crate::problem::ErrorNote;
 
 /// Header carrying the request id both ways.
 pub(crate) const X_REQUEST_ID: &str = "x-request-id";
+const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static(X_REQUEST_ID);
 
 /// Requests served, by route template, method and status.
 pub(crate) const REQUESTS_TOTAL: &str = "http_requests_total";
@@ -180,10 +182,6 @@ pub(crate) fn finish(
         None => generate_request_id(),
     };
     let note = res.extensions_mut().remove::<ErrorNote>();
-    let headers = res.headers_mut();
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    headers.insert(X_REQUEST_ID, id.clone());
-
     let status = res.status();
     let route = route_label(path.as_str());
     let method = method_label(&method);
@@ -201,6 +199,10 @@ pub(crate) fn finish(
     tracing::info!(method, route, status = status.as_u16(), latency_ms, request_id, "request");
 
     metrics.record(route, method, status, elapsed);
+    // Names as constants: a `&str` name is parsed and checked on every insert.
+    let headers = res.headers_mut();
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(X_REQUEST_ID_NAME, id);
     res
 }
 
