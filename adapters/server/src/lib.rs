@@ -22,8 +22,8 @@ use clap::error::ErrorKind;
 use crate::cli::{Cli, Command};
 use crate::error::AppError;
 
-/// The multi-threaded runtime everything runs on, with tokio's LIFO slot disabled where
-/// the build allows it (`--cfg tokio_unstable`, set in `.cargo/config.toml`).
+/// The builder of the multi-threaded runtime everything runs on, with tokio's LIFO slot
+/// disabled where the build allows it (`--cfg tokio_unstable`, set in `.cargo/config.toml`).
 ///
 /// With the slot, a task woken by the task running now is polled right after it. An
 /// HTTP/2 connection's task is woken by each call's task as it answers, so it ran after
@@ -31,10 +31,6 @@ use crate::error::AppError;
 /// runs once the calls that were ready have answered, and writes them together (measured:
 /// eight answers per `writev` instead of one, half the CPU per gRPC call). Writes gain as
 /// well: the SQLite writer's batches are handed back to more callers at a time.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    runtime_builder().build()
-}
-
 fn runtime_builder() -> tokio::runtime::Builder {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -49,7 +45,7 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
-    let runtime = match runtime() {
+    let runtime = match runtime_builder().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&AppError::other(format!("cannot start the async runtime: {e}"))),
     };
@@ -115,17 +111,14 @@ mod tests {
 
     /// A task woken by the running one waits its turn behind the tasks queued before it,
     /// as the HTTP/2 connection task must behind the calls that are ready (see
-    /// [`super::runtime`]). With tokio's LIFO slot, the woken task would run first. Fails
-    /// too when the build flag is lost (a `RUSTFLAGS` in the environment replaces
-    /// `.cargo/config.toml`'s).
+    /// [`super::runtime_builder`]). With tokio's LIFO slot, the woken task would run
+    /// first. Fails too when the build flag is lost (a `RUSTFLAGS` in the environment
+    /// replaces `.cargo/config.toml`'s).
     #[test]
     fn a_woken_task_runs_after_the_tasks_queued_before_it() {
         let rt = super::runtime_builder().worker_threads(1).build().expect("a runtime");
         let order = Arc::new(Mutex::new(Vec::new()));
-        let seen = order.clone();
-        rt.block_on(async move {
-            wake_one_behind_a_queued_one(seen).await;
-        });
+        rt.block_on(wake_one_behind_a_queued_one(order.clone()));
         assert_eq!(*order.lock().unwrap(), ["queued", "woken"]);
     }
 

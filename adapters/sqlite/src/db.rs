@@ -691,10 +691,19 @@ mod tests {
     /// Flushing a database file keeps this process's locks on it. A descriptor of the
     /// file closed after the flush would drop the shared lock a read transaction holds,
     /// and another process could then lock the file exclusively (SQLite's exclusive
-    /// locking mode needs exactly that): the child below tries, and must fail.
+    /// locking mode needs exactly that). The other process is this test run again with
+    /// `LOCK_PROBE_DB` set: it tries, and must fail; once nothing is held, it must succeed.
     #[cfg(unix)]
     #[tokio::test]
     async fn flushing_a_database_file_keeps_the_locks_this_process_holds() {
+        if let Some(path) = std::env::var_os("LOCK_PROBE_DB") {
+            let expect_busy = std::env::var_os("LOCK_PROBE_EXPECT_BUSY").is_some_and(|v| v == "1");
+            let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+            c.batch_execute("PRAGMA busy_timeout = 0; PRAGMA locking_mode = EXCLUSIVE;").unwrap();
+            let locked = c.batch_execute("SELECT count(*) FROM sqlite_schema;");
+            assert_eq!(locked.is_err(), expect_busy, "exclusive lock: {locked:?}");
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let db = one_connection_db(&dir).await;
         let path = dir.path().join("t.db");
@@ -709,8 +718,9 @@ mod tests {
         assert!(flush_database_file(&dir.path().join("missing.db")).is_err());
 
         let probe = |holding: bool| {
+            let this = "db::tests::flushing_a_database_file_keeps_the_locks_this_process_holds";
             std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "db::tests::lock_probe", "--ignored", "--nocapture"])
+                .args(["--exact", this, "--nocapture"])
                 .env("LOCK_PROBE_DB", &path)
                 .env("LOCK_PROBE_EXPECT_BUSY", if holding { "1" } else { "0" })
                 .output()
@@ -732,23 +742,6 @@ mod tests {
             free = probe(false);
         }
         assert!(free.status.success(), "{}", String::from_utf8_lossy(&free.stdout));
-    }
-
-    /// The other process of the test above (run by it, skipped otherwise): locks the file
-    /// exclusively, and fails unless that succeeds or fails as `LOCK_PROBE_EXPECT_BUSY`
-    /// says.
-    #[test]
-    #[ignore = "run by flushing_a_database_file_keeps_the_locks_this_process_holds"]
-    fn lock_probe() {
-        let (Some(path), Some(expect)) =
-            (std::env::var_os("LOCK_PROBE_DB"), std::env::var_os("LOCK_PROBE_EXPECT_BUSY"))
-        else {
-            return;
-        };
-        let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-        c.batch_execute("PRAGMA busy_timeout = 0; PRAGMA locking_mode = EXCLUSIVE;").unwrap();
-        let locked = c.batch_execute("SELECT count(*) FROM sqlite_schema;");
-        assert_eq!(locked.is_err(), expect == "1", "exclusive lock: {locked:?}");
     }
 
     /// A read that panics is an error of that call, and the connection it ran on is
