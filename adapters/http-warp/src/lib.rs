@@ -5,6 +5,7 @@
 //! `warp::test`).
 
 mod auth;
+mod batching;
 mod conditional;
 mod handlers;
 mod observe;
@@ -151,6 +152,8 @@ where
 /// The accept loop is this adapter's rather than `warp::serve`'s, which logs every
 /// connection that ends in an error at `error` level: a client hanging up mid-request,
 /// or speaking something else than HTTP, is the client's doing and is logged at `debug`.
+/// Each connection's answers go out once the other ready connections have run
+/// ([`batching`]), so that a busy server wakes its clients once per batch of answers.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -175,7 +178,8 @@ pub async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let http = auto::Builder::new(TokioExecutor::new());
-            let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let stream = TokioIo::new(batching::DeferredWrite::new(stream));
+            let connection = http.serve_connection_with_upgrades(stream, service);
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
