@@ -97,75 +97,76 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeferredWrite<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
     use std::sync::{Arc, Mutex};
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     use super::DeferredWrite;
 
-    /// Two connections whose requests are both waiting: the second request is read before
-    /// the first answer is written, and both answers still arrive.
-    #[test]
-    fn connections_with_requests_waiting_read_them_all_before_answering() {
+    type Events = Arc<Mutex<Vec<String>>>;
+
+    /// Runs `serve` for two connections on one thread, each client having sent one byte
+    /// first; returns what the tasks recorded, in order, and what each client received.
+    fn two_connections<F, Fut>(serve: F) -> (Vec<String>, Vec<Vec<u8>>)
+    where
+        F: Fn(usize, DeferredWrite<DuplexStream>, Events) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        runtime.block_on(async {
+        let events = Events::default();
+        let received = runtime.block_on(async {
             let mut clients = Vec::new();
             let mut tasks = Vec::new();
             for i in 0..2 {
                 let (mut client, server) = tokio::io::duplex(64);
                 client.write_all(b"?").await.unwrap();
                 clients.push(client);
-                let events = events.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut server = DeferredWrite::new(server);
-                    let mut request = [0u8; 1];
-                    server.read_exact(&mut request).await.unwrap();
-                    events.lock().unwrap().push(format!("read {i}"));
-                    server.write_all(b"!").await.unwrap();
-                    events.lock().unwrap().push(format!("answered {i}"));
-                }));
+                tasks.push(tokio::spawn(serve(i, DeferredWrite::new(server), events.clone())));
             }
             for task in tasks {
                 task.await.unwrap();
             }
-            for client in &mut clients {
-                let mut answer = [0u8; 1];
-                client.read_exact(&mut answer).await.unwrap();
-                assert_eq!(&answer, b"!");
+            let mut received = Vec::new();
+            for mut client in clients {
+                let mut bytes = Vec::new();
+                client.read_to_end(&mut bytes).await.unwrap();
+                received.push(bytes);
             }
+            received
         });
-        let mut events = events.lock().unwrap().clone();
+        let events = events.lock().unwrap().clone();
+        (events, received)
+    }
+
+    /// Two connections whose requests are both waiting: the second request is read before
+    /// the first answer is written, and both answers still arrive.
+    #[test]
+    fn connections_with_requests_waiting_read_them_all_before_answering() {
+        let (mut events, received) = two_connections(|i, mut server, events| async move {
+            let mut request = [0u8; 1];
+            server.read_exact(&mut request).await.unwrap();
+            events.lock().unwrap().push(format!("read {i}"));
+            server.write_all(b"!").await.unwrap();
+            events.lock().unwrap().push(format!("answered {i}"));
+        });
         assert_eq!(events[..2], ["read 0", "read 1"], "an answer went out before the other request was read");
         events.sort();
         assert_eq!(events, ["answered 0", "answered 1", "read 0", "read 1"]);
+        assert_eq!(received, [b"!", b"!"]);
     }
 
     /// A write that follows no read (a second write of the same answer, or a server that
     /// speaks first) is not held back.
     #[test]
     fn a_write_without_a_read_before_it_is_not_deferred() {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        runtime.block_on(async {
-            let mut tasks = Vec::new();
-            let mut clients = Vec::new();
-            for i in 0..2 {
-                let (client, server) = tokio::io::duplex(64);
-                clients.push(client);
-                let events = events.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut server = DeferredWrite::new(server);
-                    server.write_all(b"hello").await.unwrap();
-                    events.lock().unwrap().push(format!("wrote {i}"));
-                    server.write_all(b"again").await.unwrap();
-                    events.lock().unwrap().push(format!("wrote again {i}"));
-                }));
-            }
-            for task in tasks {
-                task.await.unwrap();
-            }
+        let (events, received) = two_connections(|i, mut server, events| async move {
+            server.write_all(b"hello").await.unwrap();
+            events.lock().unwrap().push(format!("wrote {i}"));
+            server.write_all(b"again").await.unwrap();
+            events.lock().unwrap().push(format!("wrote again {i}"));
         });
-        assert_eq!(*events.lock().unwrap(), ["wrote 0", "wrote again 0", "wrote 1", "wrote again 1"]);
+        assert_eq!(events, ["wrote 0", "wrote again 0", "wrote 1", "wrote again 1"]);
+        assert_eq!(received, [b"helloagain", b"helloagain"]);
     }
 }
