@@ -3,13 +3,13 @@
 //!
 //! An HTTP/1 connection is one task, and a cached answer is ready in the same poll that
 //! read its request, so without this each connection writes its answer as soon as it has
-//! computed it, one `writev` every 15–20 µs. A client that is faster than the server (a
+//! computed it, one `writev` per answer. A client that is faster than the server (a
 //! load balancer, a benchmark, any busy peer on another core) has gone back to sleep in
 //! between, so every answer also has to wake it: on another core that is an
 //! inter-processor interrupt, and under a hypervisor a VM exit, paid by the server's
 //! core. Measured with 32 connections on one user's cached profile, the client slept
-//! 0.6–1.0 times per request; deferring the write, 0.07 times, and the server's CPU per
-//! request fell from 21–24 µs to 16.5–18 µs (BENCHMARKS.md).
+//! 0.56–1.02 times per request; deferring the write, 0.07 times, and the server's CPU
+//! per request fell from 20.9–24.3 µs to 16.2–18.9 µs (BENCHMARKS.md).
 //!
 //! The deferral is [`tokio::task::yield_now`]'s: the task is woken again once the worker
 //! has run out of ready tasks and polled the I/O driver, or at its periodic maintenance,
