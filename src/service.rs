@@ -432,25 +432,26 @@ impl Core {
     /// Rewards for this request: within the window from the cache, else from the
     /// service, else the last known value (`stale`), else nothing (`unavailable`).
     async fn rewards_for(&self, user_id: UserId, timings: &mut Timings) -> Rewards {
-        let known = self.cache.rewards(user_id).await;
         let now = self.clock.now();
         let window = TimeDelta::from_std(self.config.rewards_window).unwrap_or(TimeDelta::MAX);
-        if let Some(s) = known.as_ref().filter(|s| now.signed_duration_since(s.fetched_at) < window) {
-            return Rewards::from_snapshot(s, RewardsStatus::Cached);
-        }
+        let known = match self.cache.rewards(user_id).await {
+            Some(s) if now.signed_duration_since(s.fetched_at) < window => {
+                return Rewards::from_snapshot(s, RewardsStatus::Cached);
+            }
+            known => known,
+        };
         let (answer, took) = timed(self.rewards.balance(user_id)).await;
         timings.rewards = Some(took);
         match answer {
             Ok(balance) => {
                 let snapshot = RewardsSnapshot { balance, fetched_at: self.now() };
-                let rewards = Rewards::from_snapshot(&snapshot, RewardsStatus::Live);
+                let rewards = Rewards::from_snapshot(snapshot.clone(), RewardsStatus::Live);
                 self.cache.put_rewards(user_id, snapshot).await;
                 rewards
             }
-            Err(_) => match &known {
-                Some(s) => Rewards::from_snapshot(s, RewardsStatus::Stale),
-                None => Rewards::unavailable(),
-            },
+            Err(_) => {
+                known.map_or_else(Rewards::unavailable, |s| Rewards::from_snapshot(s, RewardsStatus::Stale))
+            }
         }
     }
 

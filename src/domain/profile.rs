@@ -397,7 +397,12 @@ pub struct ProfileView {
 /// formatting machinery: this runs on every read).
 fn hex32(n: u128) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..32).map(|i| char::from(HEX[((n >> (124 - 4 * i)) & 0xf) as usize])).collect()
+    let mut text = [0u8; 32];
+    for (i, c) in text.iter_mut().enumerate() {
+        *c = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    // ASCII, so valid UTF-8: borrowed, then copied once.
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 impl ProfileView {
@@ -429,8 +434,7 @@ impl ProfileView {
         let mut out = Vec::with_capacity(profile.len() + 112);
         out.extend_from_slice(open);
         out.extend_from_slice(b",\"rewards\":");
-        // Plain data into a Vec: cannot fail.
-        let _ = serde_json::to_writer(&mut out, &self.rewards);
+        self.rewards.write_json(&mut out);
         out.push(b'}');
         out
     }
