@@ -432,9 +432,10 @@ impl Core {
     /// Rewards for this request: within the window from the cache, else from the
     /// service, else the last known value (`stale`), else nothing (`unavailable`).
     async fn rewards_for(&self, user_id: UserId, timings: &mut Timings) -> Rewards {
+        let known = self.cache.rewards(user_id).await;
         let now = self.clock.now();
         let window = TimeDelta::from_std(self.config.rewards_window).unwrap_or(TimeDelta::MAX);
-        let known = match self.cache.rewards(user_id).await {
+        let known = match known {
             Some(s) if now.signed_duration_since(s.fetched_at) < window => {
                 return Rewards::from_snapshot(s, RewardsStatus::Cached);
             }

@@ -66,7 +66,7 @@ impl Rewards {
     /// Appends this section as JSON: the bytes `serde_json` writes for it, without its
     /// formatting machinery (this runs on every profile read; `as_of` through chrono's
     /// `Display` cost more than the rest of the answer's body).
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"points\":");
         out.extend_from_slice(itoa::Buffer::new().format(self.points).as_bytes());
         out.extend_from_slice(b",\"tier\":");
