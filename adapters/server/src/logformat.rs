@@ -89,9 +89,11 @@ impl Visit for Fields<'_> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
-        // JSON has no NaN or infinities.
+        // JSON has no NaN or infinities. `ryu` (serde_json's own float writer) rather than
+        // `Display`, whose shortest-digits search went through the formatting machinery
+        // on every access-log line (its `latency_ms`).
         if value.is_finite() {
-            let _ = write!(self.line, "{value}");
+            write_f64(self.line, value);
         } else {
             self.line.push_str("null");
         }
@@ -102,6 +104,30 @@ impl Visit for Fields<'_> {
         self.line.push('"');
         let _ = write!(Escaped(self.line), "{value:?}");
         self.line.push('"');
+    }
+}
+
+/// A finite `f64` as a JSON number that reads back as exactly `value`. Values of at most
+/// three decimals (the access log's `latency_ms` is whole microseconds) are written as
+/// integer and fraction digits; anything else through `ryu` (serde_json's float writer).
+fn write_f64(line: &mut String, value: f64) {
+    let thousandths = (value * 1000.0).round();
+    // Below 2^53 every integer is exact, and `thousandths / 1000.0` is the f64 nearest to
+    // the decimal written, so equality means the text reads back as `value`.
+    if thousandths.abs() < 9_007_199_254_740_992.0 && thousandths / 1000.0 == value {
+        let n = thousandths as i64;
+        if n < 0 {
+            line.push('-');
+        }
+        let n = n.unsigned_abs();
+        line.push_str(itoa::Buffer::new().format(n / 1000));
+        let frac = (n % 1000) as u16;
+        let digits =
+            [b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
+        // ASCII digits: always valid UTF-8.
+        line.push_str(std::str::from_utf8(&digits).unwrap_or(".000"));
+    } else {
+        line.push_str(ryu::Buffer::new().format_finite(value));
     }
 }
 
@@ -121,9 +147,45 @@ fn write_json_str(line: &mut String, s: &str) {
     line.push('"');
 }
 
+/// The bytes a JSON string cannot hold as they are (controls, `"`, `\\`), and DEL.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t
+};
+
+/// Whether any byte of `s` is in [`NEEDS_ESCAPE`]. Every string of every log line is
+/// checked, nearly always to find nothing: eight bytes are tested at a time (each test is
+/// exact for "is there such a byte in the word").
+fn needs_escape(s: &[u8]) -> bool {
+    const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero = |v: u64| v.wrapping_sub(LO) & !v & HI != 0;
+    let mut words = s.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let control = w.wrapping_sub(LO * 0x20) & !w & HI != 0;
+        if control
+            || has_zero(w ^ (LO * u64::from(b'"')))
+            || has_zero(w ^ (LO * u64::from(b'\\')))
+            || has_zero(w ^ (LO * 0x7f))
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| NEEDS_ESCAPE[usize::from(b)])
+}
+
 fn write_escaped(line: &mut String, s: &str) {
-    let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f;
-    if !s.bytes().any(needs) {
+    let needs = |b: u8| NEEDS_ESCAPE[usize::from(b)];
+    if !needs_escape(s.as_bytes()) {
         line.push_str(s);
         return;
     }
@@ -279,6 +341,74 @@ mod tests {
         assert_eq!(v["ok"], true);
         assert!(v["bad"].is_null());
         assert_eq!(v["level"], "WARN");
+    }
+
+    #[test]
+    fn floats_are_json_numbers_that_read_back_exactly() {
+        let values = [0.0, -0.0, 0.001, 0.25, 1.0, 12_345.678, 1e-7, 3e21, f64::MIN_POSITIVE, f64::MAX, -2.5];
+        let got = lines(|| {
+            for x in values {
+                tracing::info!(x, "f");
+            }
+        });
+        assert_eq!(got.len(), values.len());
+        for (v, x) in got.iter().zip(values) {
+            assert_eq!(v["x"].as_f64(), Some(x), "{v}");
+        }
+    }
+
+    #[test]
+    fn the_word_at_a_time_check_finds_every_byte_the_table_names() {
+        for len in 0..24 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(
+                        needs_escape(&s),
+                        NEEDS_ESCAPE[usize::from(b)],
+                        "byte {b:#x} at {at} of {len}"
+                    );
+                    // High bytes beside it (UTF-8) never hide it nor raise a false alarm.
+                    let mut hi = vec![0xc3; len];
+                    hi[at] = b;
+                    assert_eq!(needs_escape(&hi), NEEDS_ESCAPE[usize::from(b)], "byte {b:#x} among 0xc3");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn float_text_reads_back_as_the_float() {
+        let mut values = vec![
+            -0.001,
+            0.0005,
+            0.1 + 0.2,
+            1e-7,
+            3e21,
+            2e15 + 0.5,
+            9.007_199_254_740_993e12,
+            f64::MAX,
+            -f64::MAX,
+        ];
+        values.extend((0..20_000).map(|us| f64::from(us) / 1000.0));
+        values.extend((0..2_000).map(|i| f64::from(i) * 0.000_37 - 0.3));
+        for x in values {
+            let mut line = String::new();
+            write_f64(&mut line, x);
+            assert_eq!(line.parse::<f64>().ok(), Some(x), "{line}");
+            // A JSON number (serde_json's default parser is not always correctly rounded
+            // at 17 digits, so exactness is judged by the standard library's above).
+            assert!(serde_json::from_str::<serde_json::Value>(&line).is_ok_and(|v| v.is_f64()), "{line}");
+        }
+        let text = |x: f64| {
+            let mut line = String::new();
+            write_f64(&mut line, x);
+            line
+        };
+        assert_eq!(text(0.25), "0.250");
+        assert_eq!(text(12_345.678), "12345.678");
+        assert_eq!(text(-2.5), "-2.500");
     }
 
     #[test]
