@@ -401,8 +401,37 @@ fn hex32(n: u128) -> String {
     for (i, c) in text.iter_mut().enumerate() {
         *c = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
     }
-    // ASCII, so valid UTF-8: borrowed, then copied once.
-    String::from_utf8_lossy(&text).into_owned()
+    // Hex digits are ASCII: the check always passes (and is cheaper than the lossy
+    // conversion's chunking).
+    std::str::from_utf8(&text).map(str::to_owned).unwrap_or_default()
+}
+
+/// The ETag's hash: xxh3-128 of the fingerprint and the points (little-endian), then 1
+/// and the tier's bytes, or 0 when there is no tier. Hashed in one call from the stack
+/// when the input fits (the streaming hasher's state costs more to set up than a short
+/// input costs to hash); the digest is the same either way.
+fn etag_digest(fingerprint: u128, points: i64, tier: Option<&str>) -> u128 {
+    const ROOM: usize = 128;
+    const FIXED: usize = 16 + 8 + 1;
+    let tier = tier.map(str::as_bytes);
+    if let Some(t) = tier.filter(|t| FIXED + t.len() > ROOM) {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&fingerprint.to_le_bytes());
+        h.update(&points.to_le_bytes());
+        h.update(&[1]);
+        h.update(t);
+        return h.digest128();
+    }
+    let mut buf = [0u8; ROOM];
+    buf[..16].copy_from_slice(&fingerprint.to_le_bytes());
+    buf[16..24].copy_from_slice(&points.to_le_bytes());
+    let mut len = FIXED;
+    if let Some(t) = tier {
+        buf[24] = 1;
+        buf[FIXED..FIXED + t.len()].copy_from_slice(t);
+        len += t.len();
+    }
+    xxhash_rust::xxh3::xxh3_128(&buf[..len])
 }
 
 impl ProfileView {
@@ -414,17 +443,11 @@ impl ProfileView {
     /// Strong entity tag over everything but `rewards.status` and `rewards.as_of`
     /// (opaque: HTTP quotes it, gRPC sends it bare).
     pub fn etag(&self) -> EntityTag {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(&self.snapshot.fingerprint.to_le_bytes());
-        h.update(&self.rewards.points.to_le_bytes());
-        match &self.rewards.tier {
-            Some(t) => {
-                h.update(&[1]);
-                h.update(t.as_bytes());
-            }
-            None => h.update(&[0]),
-        }
-        EntityTag::new(hex32(h.digest128()))
+        EntityTag::new(hex32(etag_digest(
+            self.snapshot.fingerprint,
+            self.rewards.points,
+            self.rewards.tier.as_deref(),
+        )))
     }
 
     /// The JSON document of SPEC §4: the cached profile object with `rewards` appended.
@@ -457,7 +480,41 @@ mod name_tests {
 
 #[cfg(test)]
 mod tests {
-    use super::hex32;
+    use super::{etag_digest, hex32};
+
+    /// The digest as the streaming hasher computes it, piece by piece.
+    fn streamed(fingerprint: u128, points: i64, tier: Option<&str>) -> u128 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&fingerprint.to_le_bytes());
+        h.update(&points.to_le_bytes());
+        match tier {
+            Some(t) => {
+                h.update(&[1]);
+                h.update(t.as_bytes());
+            }
+            None => h.update(&[0]),
+        }
+        h.digest128()
+    }
+
+    #[test]
+    fn the_etag_digest_is_the_streamed_one_for_every_tier_length() {
+        let long = "é".repeat(200);
+        for (fp, points) in
+            [(0, 0), (1, -1), (u128::MAX, i64::MAX), (0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, 1234)]
+        {
+            assert_eq!(etag_digest(fp, points, None), streamed(fp, points, None));
+            for n in 0..=long.len() {
+                let Some(tier) = long.get(..n) else { continue };
+                assert_eq!(
+                    etag_digest(fp, points, Some(tier)),
+                    streamed(fp, points, Some(tier)),
+                    "tier of {n} bytes"
+                );
+            }
+        }
+        assert_ne!(etag_digest(7, 0, None), etag_digest(7, 0, Some("")), "no tier is not an empty tier");
+    }
 
     #[test]
     fn hex32_is_zero_padded_lower_hex() {

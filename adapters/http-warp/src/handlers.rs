@@ -11,7 +11,7 @@ use profile_core::ports::Timings;
 use warp::Buf;
 use warp::Rejection;
 use warp::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, VARY};
-use warp::http::{HeaderMap, HeaderValue, StatusCode};
+use warp::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use warp::hyper::body::Body as _;
 use warp::reject::{
     InvalidHeader, InvalidQuery, LengthRequired, MethodNotAllowed, MissingHeader, PayloadTooLarge,
@@ -26,7 +26,8 @@ use crate::{auth, conditional};
 /// Largest accepted PATCH body, in bytes.
 pub const MAX_BODY: usize = 16 * 1024;
 
-const SERVER_TIMING: &str = "server-timing";
+/// A constant name: a `&str` name is parsed and checked on every insert.
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// `GET /user/profile`.
 pub(crate) async fn get_profile(ctx: Arc<Ctx>, start: Instant, headers: HeaderMap) -> Response {
@@ -223,7 +224,11 @@ fn cache_headers(h: &mut HeaderMap, etag: Option<HeaderValue>, timings: &Timings
     }
     h.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
     h.insert(VARY, HeaderValue::from_static("Authorization"));
-    if let Ok(v) = HeaderValue::try_from(server_timing(timings, start.elapsed())) {
+    let mut buf = TimingBuf::default();
+    server_timing(&mut buf, timings, start.elapsed());
+    // One exact-size copy: a `String` of spare capacity turned into a value costs a
+    // second allocation (the shared buffer it is promoted to).
+    if let Ok(v) = HeaderValue::from_bytes(buf.as_bytes()) {
         h.insert(SERVER_TIMING, v);
     }
 }
@@ -245,21 +250,50 @@ fn not_modified(etag: Option<HeaderValue>, timings: &Timings, start: Instant) ->
     res
 }
 
+/// Room for the longest `Server-Timing` value: four entries of at most 16 + 23 + 4 bytes
+/// (name and `;dur=`, the whole milliseconds of the longest `Duration`, the fraction)
+/// and the separators between them.
+const TIMING_CAP: usize = 4 * (16 + 23 + 4) + 3 * 2;
+
+/// A `Server-Timing` value built on the stack.
+struct TimingBuf {
+    bytes: [u8; TIMING_CAP],
+    len: usize,
+}
+
+impl Default for TimingBuf {
+    fn default() -> Self {
+        Self { bytes: [0; TIMING_CAP], len: 0 }
+    }
+}
+
+impl TimingBuf {
+    fn push(&mut self, s: &[u8]) {
+        // Never fails for the names below (see TIMING_CAP); were it to, the value is cut
+        // rather than the request failed.
+        let n = s.len().min(TIMING_CAP - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&s[..n]);
+        self.len += n;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// `total;dur=…` plus one entry per step that ran, in milliseconds.
-fn server_timing(t: &Timings, total: Duration) -> String {
-    let mut s = String::with_capacity(96);
+fn server_timing(out: &mut TimingBuf, t: &Timings, total: Duration) {
     let mut put = |name: &str, d: Duration| {
-        if !s.is_empty() {
-            s.push_str(", ");
+        if out.len > 0 {
+            out.push(b", ");
         }
         // Integers, without the formatting machinery: this header is on every answer.
         let us = d.as_micros();
         let frac = (us % 1000) as u16;
-        s.push_str(name);
-        s.push_str(";dur=");
-        s.push_str(itoa::Buffer::new().format(us / 1000));
-        s.push('.');
-        s.extend([frac / 100, frac / 10 % 10, frac % 10].map(|n| char::from(b'0' + n as u8)));
+        out.push(name.as_bytes());
+        out.push(b";dur=");
+        out.push(itoa::Buffer::new().format(us / 1000).as_bytes());
+        out.push(&[b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8]);
     };
     put("total", total);
     if let Some(d) = t.db_profiles {
@@ -271,7 +305,6 @@ fn server_timing(t: &Timings, total: Duration) -> String {
     if let Some(d) = t.rewards {
         put("rewards", d);
     }
-    s
 }
 
 #[cfg(test)]
@@ -289,18 +322,39 @@ mod tests {
         assert!(!is_json_media_type(None));
     }
 
+    fn timing(t: &Timings, total: Duration) -> String {
+        let mut buf = TimingBuf::default();
+        server_timing(&mut buf, t, total);
+        String::from_utf8(buf.as_bytes().to_vec()).unwrap()
+    }
+
     #[test]
     fn server_timing_lists_steps_that_ran() {
         let t = Timings { db_profiles: None, db_main: Some(Duration::from_micros(1500)), rewards: None };
-        assert_eq!(server_timing(&t, Duration::from_millis(2)), "total;dur=2.000, db_main;dur=1.500");
+        assert_eq!(timing(&t, Duration::from_millis(2)), "total;dur=2.000, db_main;dur=1.500");
         let t = Timings {
             db_profiles: Some(Duration::from_micros(7)),
             db_main: None,
             rewards: Some(Duration::from_micros(12_034_060)),
         };
         assert_eq!(
-            server_timing(&t, Duration::from_micros(12_345_678)),
+            timing(&t, Duration::from_micros(12_345_678)),
             "total;dur=12345.678, db_profiles;dur=0.007, rewards;dur=12034.060"
         );
+    }
+
+    #[test]
+    fn the_longest_server_timing_fits_whole() {
+        let t = Timings {
+            db_profiles: Some(Duration::MAX),
+            db_main: Some(Duration::MAX),
+            rewards: Some(Duration::MAX),
+        };
+        let ms = (Duration::MAX.as_micros() / 1000).to_string();
+        let frac = Duration::MAX.as_micros() % 1000;
+        let entry = |name: &str| format!("{name};dur={ms}.{frac:03}");
+        let whole = ["total", "db_profiles", "db_main", "rewards"].map(entry).join(", ");
+        assert_eq!(timing(&t, Duration::MAX), whole);
+        assert!(HeaderValue::from_bytes(whole.as_bytes()).is_ok());
     }
 }
