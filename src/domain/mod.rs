@@ -7,6 +7,7 @@ pub mod patch;
 pub mod profile;
 pub mod rewards;
 pub mod rules;
+mod timetext;
 pub mod values;
 
 pub use account::{AccountSnapshot, AccountStatus, OrderStats, UserId};

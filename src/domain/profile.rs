@@ -252,6 +252,7 @@ pub struct Personal {
     /// Free text about the user.
     pub bio: Option<String>,
     /// Date of birth.
+    #[serde(serialize_with = "super::timetext::date_opt")]
     pub birth_date: Option<NaiveDate>,
     /// City.
     pub city: Option<String>,
@@ -263,8 +264,10 @@ pub struct Personal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Statistics {
     /// Account creation time.
+    #[serde(serialize_with = "super::timetext::time")]
     pub member_since: DateTime<Utc>,
     /// Last login, if any.
+    #[serde(serialize_with = "super::timetext::time_opt")]
     pub last_login_at: Option<DateTime<Utc>>,
     /// Number of logins.
     pub login_count: i64,
@@ -273,6 +276,7 @@ pub struct Statistics {
     /// Sum of completed orders, in cents.
     pub total_spent_cents: i64,
     /// Time of the latest completed order.
+    #[serde(serialize_with = "super::timetext::time_opt")]
     pub last_order_at: Option<DateTime<Utc>>,
     /// `floor(100 × set / 12)` over the twelve completeness fields.
     pub profile_completeness: u8,
@@ -286,8 +290,10 @@ pub struct Profile {
     /// Number of changes so far.
     pub version: i64,
     /// Account creation time.
+    #[serde(serialize_with = "super::timetext::time")]
     pub created_at: DateTime<Utc>,
     /// Time of the last change that bumped `version`.
+    #[serde(serialize_with = "super::timetext::time_opt")]
     pub updated_at: Option<DateTime<Utc>>,
     /// Personal details.
     pub personal: Personal,

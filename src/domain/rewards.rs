@@ -1,6 +1,6 @@
 //! The rewards balance and how fresh it is.
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A balance as the rewards service reports it.
@@ -79,7 +79,7 @@ impl Rewards {
         out.extend_from_slice(self.status.name().as_bytes());
         out.extend_from_slice(b"\",\"as_of\":");
         match &self.as_of {
-            Some(t) => write_rfc3339(out, t),
+            Some(t) => super::timetext::write_json(out, t),
             None => out.extend_from_slice(b"null"),
         }
         out.push(b'}');
@@ -98,43 +98,9 @@ impl RewardsStatus {
     }
 }
 
-/// `t` as a quoted JSON string, as chrono serialises it: RFC 3339 in UTC with `Z`, and a
-/// fraction of 0, 3, 6 or 9 digits, the fewest that hold it.
-fn write_rfc3339(out: &mut Vec<u8>, t: &DateTime<Utc>) {
-    let (year, nanos) = (t.year(), t.nanosecond());
-    // Years of other than four digits, and leap seconds: chrono's own (never seen here).
-    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
-        drop(serde_json::to_writer(&mut *out, t));
-        return;
-    }
-    fn digits(out: &mut Vec<u8>, n: u32, width: u32) {
-        for i in (0..width).rev() {
-            out.push(b'0' + (n / 10u32.pow(i) % 10) as u8);
-        }
-    }
-    out.push(b'"');
-    digits(out, year as u32, 4);
-    for (sep, n) in
-        [(b'-', t.month()), (b'-', t.day()), (b'T', t.hour()), (b':', t.minute()), (b':', t.second())]
-    {
-        out.push(sep);
-        digits(out, n, 2);
-    }
-    if nanos != 0 {
-        out.push(b'.');
-        match nanos {
-            n if n % 1_000_000 == 0 => digits(out, n / 1_000_000, 3),
-            n if n % 1_000 == 0 => digits(out, n / 1_000, 6),
-            n => digits(out, n, 9),
-        }
-    }
-    out.extend_from_slice(b"Z\"");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     /// What `serde_json` writes for the section: the contract `write_json` keeps.
     fn by_serde(r: &Rewards) -> String {
@@ -149,29 +115,7 @@ mod tests {
 
     #[test]
     fn the_section_is_written_as_serde_writes_it() {
-        let at = |secs: i64, nanos: u32| Utc.timestamp_opt(secs, nanos).unwrap();
-        let mut times = vec![
-            at(0, 0),
-            at(1_796_181_150, 0),
-            at(1_796_181_150, 120_000_000),
-            at(1_796_181_150, 123_456_000),
-            at(1_796_181_150, 123_456_789),
-            at(1_796_181_150, 1),
-            at(1_796_181_150, 100),
-            at(1_796_181_150, 999_999_999),
-            // 9999-12-31T23:59:59Z, the last four-digit year, and one past it.
-            at(253_402_300_799, 5_000),
-            at(253_402_300_800, 0),
-            // Before the epoch, and before year 0.
-            at(-1, 500_000_000),
-            at(-62_198_755_200, 0),
-        ];
-        // Every day of a leap year and its neighbours, at varied times of day.
-        let mut secs = 1_704_067_200; // 2024-01-01
-        for i in 0..1200u64 {
-            times.push(at(secs, ((i * 7_919_117) % 1_000_000_000) as u32));
-            secs += 86_400 + 3_607;
-        }
+        let times = crate::domain::timetext::tests::times();
         let tiers = [None, Some("gold".to_owned()), Some("gold \"plus\"\\\n\u{7f}é".to_owned())];
         let statuses =
             [RewardsStatus::Live, RewardsStatus::Cached, RewardsStatus::Stale, RewardsStatus::Unavailable];

@@ -661,16 +661,21 @@ impl ProfileRepository for ProfileStore {
 mod tests {
     use std::time::Duration;
 
+    use diesel::connection::SimpleConnection;
     use diesel::sqlite::Sqlite;
 
     use super::*;
 
+    async fn store_in(dir: &tempfile::TempDir) -> ProfileStore {
+        let cfg =
+            DbConfig { path: dir.path().join("p.db"), pool_size: 1, busy_timeout: Duration::from_secs(5) };
+        ProfileStore::open(&cfg).await.unwrap()
+    }
+
     #[tokio::test]
     async fn load_and_pending_use_indexes() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg =
-            DbConfig { path: dir.path().join("p.db"), pool_size: 1, busy_timeout: Duration::from_secs(5) };
-        let store = ProfileStore::open(&cfg).await.unwrap();
+        let store = store_in(&dir).await;
         let load = profiles::table.find(42_i64).select(ProfileRow::as_select());
         // debug_query prints the SQL with "-- binds: [...]" after it: an SQL comment, so
         // the text can be explained as is (unbound parameters are NULL; the plan is alike).
@@ -691,5 +696,88 @@ mod tests {
             "{pending_plan:?}"
         );
         assert!(pending_plan.iter().any(|s| s.contains("email_journal_pending")), "{pending_plan:?}");
+    }
+
+    #[derive(QueryableByName)]
+    struct Opcode {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        opcode: String,
+    }
+
+    /// The save builds no temporary b-tree: a CHECK's IN list of strings is coded as one,
+    /// made anew for every row written (nearly a quarter of a PATCH's instructions).
+    #[tokio::test]
+    async fn a_save_codes_its_checks_without_temporary_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        let (head, tail) = &*UPSERT_SQL;
+        let sql = format!("EXPLAIN {head}{}{tail}", vec!["?"; PROFILE_COLUMNS.len()].join(", "));
+        let conn = store.db.reader_conn().await;
+        let ops = conn.interact(move |c| diesel::sql_query(sql).load::<Opcode>(c).unwrap()).await.unwrap();
+        assert!(ops.len() > 20, "an upsert's program: {}", ops.len());
+        let ephemeral = ops.iter().filter(|o| o.opcode == "OpenEphemeral").count();
+        assert_eq!(ephemeral, 0, "temporary tables opened by a save");
+    }
+
+    #[derive(QueryableByName)]
+    struct Rows {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        rows: Option<String>,
+    }
+
+    /// Every stored value, quoted, row by row.
+    fn all_rows(c: &mut SqliteConnection) -> Option<String> {
+        let row = PROFILE_COLUMNS.map(|col| format!("quote({col})")).join(" || ',' || ");
+        let sql = format!(
+            "SELECT group_concat(r, ';') AS rows FROM (SELECT {row} AS r FROM profiles ORDER BY user_id)"
+        );
+        diesel::sql_query(sql).get_result::<Rows>(c).unwrap().rows
+    }
+
+    /// The rebuild of the table (and its way back) keeps every row as it was, and the
+    /// rewritten checks refuse what the old ones refused.
+    #[tokio::test]
+    async fn the_checks_rebuild_keeps_every_row_and_every_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(&dir).await;
+        let mut edited = ProfileRecord {
+            version: 3,
+            updated_at: Some(chrono::Utc::now()),
+            ..ProfileRecord::new_default(7)
+        };
+        edited.fields.preferences.theme = profile_core::domain::Theme::Dark;
+        edited.fields.personal.city = Some("Zürich".into());
+        for record in [edited, ProfileRecord { version: 1, ..ProfileRecord::new_default(8) }] {
+            store
+                .db
+                .write(move |c| Ok(UpsertProfile(ProfileRow::from_record(&record)).execute(c).map(drop)?))
+                .await
+                .unwrap();
+        }
+        store
+            .db
+            .write(|c| {
+                let before = all_rows(c);
+                assert!(
+                    before.as_deref().is_some_and(|r| r.contains("'dark'") && r.contains("'Zürich'")),
+                    "{before:?}"
+                );
+                c.revert_last_migration(MIGRATIONS).unwrap();
+                assert_eq!(all_rows(c), before, "after the way back");
+                c.run_pending_migrations(MIGRATIONS).unwrap();
+                assert_eq!(all_rows(c), before, "after the rebuild");
+                for (col, bad) in [("theme", "blue"), ("profile_visibility", "everyone"), ("theme", "Light")]
+                {
+                    let sql = format!("UPDATE profiles SET {col} = '{bad}' WHERE user_id = 7");
+                    assert!(c.batch_execute(&sql).is_err(), "{col} = {bad} accepted");
+                }
+                c.batch_execute(
+                    "UPDATE profiles SET theme = 'system', profile_visibility = 'contacts' WHERE user_id = 7",
+                )
+                .unwrap();
+                Ok(())
+            })
+            .await
+            .unwrap();
     }
 }
