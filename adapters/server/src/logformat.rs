@@ -89,9 +89,8 @@ impl Visit for Fields<'_> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
-        // JSON has no NaN or infinities. `ryu` (serde_json's own float writer) rather than
-        // `Display`, whose shortest-digits search went through the formatting machinery
-        // on every access-log line (its `latency_ms`).
+        // JSON has no NaN or infinities. Not `Display`: its shortest-digits search went
+        // through the formatting machinery on every access-log line (its `latency_ms`).
         if value.is_finite() {
             write_f64(self.line, value);
         } else {
@@ -147,7 +146,7 @@ fn write_json_str(line: &mut String, s: &str) {
     line.push('"');
 }
 
-/// The bytes a JSON string cannot hold as they are (controls, `"`, `\\`), and DEL.
+/// The bytes a JSON string cannot hold as they are (controls, `"`, `\`), and DEL.
 static NEEDS_ESCAPE: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
