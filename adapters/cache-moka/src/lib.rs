@@ -57,10 +57,10 @@ pub struct CacheConfig {
 }
 
 impl Default for CacheConfig {
-    /// 60 s / 50 000 profiles, 24 h / 100 000 balances. Measured (tests/memory_budget.rs):
-    /// a fully populated profile (parsed and serialised) costs about 3.3 KiB resident
-    /// with the cache's own overhead, a balance about 0.4 KiB, so both caches full take
-    /// about 200 MiB.
+    /// 60 s / 50 000 profiles, 24 h / 100 000 balances. Measured (tests/memory_budget.rs,
+    /// under the binary's allocator): a fully populated profile (parsed and serialised)
+    /// costs about 3.7 KiB resident with the cache's own overhead, a balance about
+    /// 0.3 KiB, so both caches full take about 215 MiB.
     fn default() -> Self {
         Self {
             profile_ttl: Duration::from_secs(60),

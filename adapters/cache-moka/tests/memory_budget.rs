@@ -1,7 +1,7 @@
 //! Both caches filled to their default capacity, profiles with realistic and fully
 //! populated data (each profile kept parsed and serialised), stay under 250 MB, leaving
 //! the server 50 MB of its 300 MB budget. Alone in its test binary so no other test
-//! moves the resident set size it measures.
+//! moves the resident set size it measures, and under the allocator the binary uses.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,9 @@ use profile_core::domain::{
     RewardsBalance, RewardsSnapshot,
 };
 use profile_core::ports::CachePort;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Resident set size in bytes, from `/proc/self/status`.
 fn rss() -> Option<u64> {
