@@ -203,6 +203,23 @@ pub(crate) struct Keyed<Q> {
 pub(crate) trait KeyedSql: 'static {
     /// The statement, with one `$1`.
     const SQL: &'static str;
+    /// Where `$1` starts in [`SQL`](Self::SQL), found once at compile time (a statement
+    /// without one does not build): searching the text on each of the several passes
+    /// diesel makes over a query per call cost more than the rest of building it.
+    const KEY_AT: usize = key_at(Self::SQL);
+}
+
+/// The byte offset of the first `$1` in `sql`; fails the build (in const evaluation) if none.
+const fn key_at(sql: &str) -> usize {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'$' && b[i + 1] == b'1' {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("a keyed statement has no $1")
 }
 
 impl<Q: KeyedSql> Keyed<Q> {
@@ -219,7 +236,8 @@ impl<Q: KeyedSql> QueryId for Keyed<Q> {
 
 impl<Q: KeyedSql> QueryFragment<Pg> for Keyed<Q> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let (head, tail) = Q::SQL.split_once("$1").unwrap_or((Q::SQL, ""));
+        let (head, tail) = Q::SQL.split_at(Q::KEY_AT);
+        let tail = &tail[2..];
         out.push_sql(head);
         out.push_bind_param::<BigInt, _>(&self.key)?;
         out.push_sql(tail);
@@ -532,6 +550,15 @@ fn migrate_locked(c: &mut PgConnection, migrate: Migrate) -> Result<Vec<String>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_is_found_where_the_text_has_it() {
+        assert_eq!(key_at("$1"), 0);
+        assert_eq!(key_at("SELECT a FROM t WHERE id = $1 LIMIT 1"), 27);
+        let sql = "SELECT x AS y WHERE k = $1 GROUP BY k";
+        let (head, tail) = sql.split_at(key_at(sql));
+        assert_eq!((head, &tail[2..]), ("SELECT x AS y WHERE k = ", " GROUP BY k"));
+    }
 
     #[test]
     fn redact_drops_passwords_everywhere() {

@@ -34,6 +34,27 @@ pub(crate) struct Keyed<Q> {
 pub(crate) trait KeyedSql: 'static {
     /// The statement, with one `?1`.
     const SQL: &'static str;
+    /// The SQL types of its columns, in order, for rows read by position (`Queryable`);
+    /// `Untyped` for rows read by name (`QueryableByName`), which looks every column up
+    /// by its name on every row.
+    type Columns: 'static;
+    /// Where `?1` starts in [`SQL`](Self::SQL), found once at compile time (a statement
+    /// without one does not build): searching the text on each of the several passes
+    /// diesel makes over a query per call cost more than the rest of building it.
+    const KEY_AT: usize = key_at(Self::SQL);
+}
+
+/// The byte offset of the first `?1` in `sql`; fails the build (in const evaluation) if none.
+const fn key_at(sql: &str) -> usize {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'?' && b[i + 1] == b'1' {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("a keyed statement has no ?1")
 }
 
 impl<Q: KeyedSql> Keyed<Q> {
@@ -50,7 +71,8 @@ impl<Q: KeyedSql> QueryId for Keyed<Q> {
 
 impl<Q: KeyedSql> QueryFragment<Sqlite> for Keyed<Q> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        let (head, tail) = Q::SQL.split_once("?1").unwrap_or((Q::SQL, ""));
+        let (head, tail) = Q::SQL.split_at(Q::KEY_AT);
+        let tail = &tail[2..];
         out.push_sql(head);
         out.push_bind_param::<BigInt, _>(&self.key)?;
         out.push_sql(tail);
@@ -59,7 +81,7 @@ impl<Q: KeyedSql> QueryFragment<Sqlite> for Keyed<Q> {
 }
 
 impl<Q: KeyedSql> Query for Keyed<Q> {
-    type SqlType = diesel::sql_types::Untyped;
+    type SqlType = Q::Columns;
 }
 
 impl<Q: KeyedSql> RunQueryDsl<SqliteConnection> for Keyed<Q> {}
@@ -653,6 +675,15 @@ fn flush_database_file(_path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::DbConfig;
+
+    #[test]
+    fn the_key_is_found_where_the_text_has_it() {
+        assert_eq!(key_at("?1"), 0);
+        assert_eq!(key_at("SELECT a FROM t WHERE id = ?1 LIMIT 1"), 27);
+        let sql = "SELECT x AS y WHERE k = ?1 GROUP BY k";
+        let (head, tail) = sql.split_at(key_at(sql));
+        assert_eq!((head, &tail[2..]), ("SELECT x AS y WHERE k = ", " GROUP BY k"));
+    }
 
     #[derive(QueryableByName)]
     struct CacheSize {

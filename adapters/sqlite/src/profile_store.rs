@@ -334,6 +334,7 @@ struct PendingOfUser;
 
 impl KeyedSql for PendingOfUser {
     const SQL: &'static str = PENDING_OF_USER_SQL;
+    type Columns = diesel::sql_types::Untyped;
 }
 
 /// The user's pending journal entry, if any.
