@@ -35,9 +35,13 @@ impl Text {
         }
     }
 
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
     fn as_str(&self) -> &str {
         // Digits and ASCII separators only.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
@@ -88,7 +92,7 @@ pub(crate) fn write_json(out: &mut Vec<u8>, t: &DateTime<Utc>) {
     match time_text(t) {
         Some(text) => {
             out.push(b'"');
-            out.extend_from_slice(text.as_str().as_bytes());
+            out.extend_from_slice(text.as_bytes());
             out.push(b'"');
         }
         // Writing a string into a Vec cannot fail.
