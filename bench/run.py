@@ -655,11 +655,19 @@ def main():
         wait_port(ref_port)
 
     grpc_port = free_port()
-    main_p, main_port = serve("server", lite, stub_port, "--grpc-listen", f"127.0.0.1:{grpc_port}")
+    # The warm-up before a spread run fetches all 10,000 balances within about a second,
+    # so with the default 30 s window they would all expire together and a run that
+    # held that moment would make ~10,000 rewards calls in a few seconds: a burst of the
+    # harness's making (steady traffic refreshes each user once a window, spread out).
+    # The servers of the warm-cache scenarios keep balances an hour; each run's rewards
+    # calls are counted and reported.
+    long_window = ["--rewards-cache-ttl-s", "3600"]
+    main_p, main_port = serve("server", lite, stub_port, "--grpc-listen", f"127.0.0.1:{grpc_port}",
+                              *long_window)
     unc_p, unc_port = serve("server-uncached", lite, stub_port, "--profile-cache-ttl-s", "0",
                             "--rewards-cache-ttl-s", "3600")
     down_p, down_port = serve("server-rewards-down", lite, hang_port)
-    pgm_p, pgm_port = serve("pg-server", pgdbs, stub_port)
+    pgm_p, pgm_port = serve("pg-server", pgdbs, stub_port, *long_window)
     pgu_p, pgu_port = serve("pg-server-uncached", pgdbs, stub_port, "--profile-cache-ttl-s", "0",
                             "--rewards-cache-ttl-s", "3600")
     # A, B (and C, D without the shared cache) keep balances in the window for an hour,
@@ -750,13 +758,24 @@ def main():
         # The spread scenarios read 10,000 users whose copies a whole run outlasts
         # (profile TTL 60 s): each is preceded by a short warm-up of its server, so it
         # measures warm caches as its name says, not the refill after expiry.
+        # The server each scenario measures, for its rewards calls.
+        port_of = {"healthz": main_port, "get-cached": main_port, "grpc-get-cached": main_port,
+                   "get-spread": main_port, "get-uncached": unc_port, "patch": main_port,
+                   "patch-one-user": main_port, "rewards-down": down_port, "mixed": main_port,
+                   "pg-get-uncached": pgu_port, "pg-patch": pgm_port, "pg-patch-one-user": pgm_port,
+                   "pg-mixed": pgm_port, "pg-get-uncached-core0": pgu_port, "pg-patch-core0": pgm_port,
+                   "redis-get-shared": b_port, "redis-get-both": b_port}
         prewarm = {"get-spread": main_port, "rewards-down": down_port, "mixed": main_port,
                    "pg-mixed": pgm_port}
         for name, runner in plan:
             if name in prewarm:
                 wrk(prewarm[name], "get", tok["spread"], seconds=2)
             pg_before = pg.per_process() if name.startswith("pg-") else None
+            served_by = port_of.get(name)
+            calls_before = rewards_calls(served_by) if served_by else None
             d = runner()
+            if served_by:
+                d["rewards_calls"] = rewards_calls(served_by) - calls_before
             if pg_before is not None:
                 # Which PostgreSQL processes did the work: backends, or helpers beside them.
                 after = pg.per_process()
@@ -768,8 +787,9 @@ def main():
                 log("    PostgreSQL CPU by process: " + ", ".join(f"{k} {v / TCK:.2f}s" for k, v in top if v))
             results.append((run, name, d))
             side = f"  +db/cache {d['side_cpu_us']:.1f}" if d.get("side_cpu_us") is not None else ""
+            calls = f"  rewards calls {d['rewards_calls']:.0f}" if "rewards_calls" in d else ""
             log(f"  {name:17} {d['rps']:9.0f} req/s  p50 {d['p50_ms']:.2f} ms  p99 {d['p99_ms']:.2f} ms"
-                f"  non-2xx {d['non2xx']}  socket errors {d['socket_errors']}  cpu {d['cpu_us']:.1f} us/req{side}")
+                f"  non-2xx {d['non2xx']}  socket errors {d['socket_errors']}  cpu {d['cpu_us']:.1f} us/req{side}{calls}")
             if name == "get-spread":
                 rss["after get-spread (main server)"] = peak_rss_mb(main_p)
             if name == "get-uncached":
@@ -893,6 +913,13 @@ def write_report(results, rss, x):
     for k, v in rss.items():
         lines.append(f"- Peak RSS {k}: {v:.0f} MB")
     lines.append(f"- `database is locked` in server logs: {x['locked']}")
+    calls = {}
+    for run, name, d in results:
+        if "rewards_calls" in d:
+            calls.setdefault(name, []).append(f"{d['rewards_calls']:.0f}")
+    lines.append("- Rewards calls during each run, by the server measured (its `rewards_calls_total`; "
+                 "balances in the window are not fetched again): "
+                 + ", ".join(f"{name} {' / '.join(v)}" for name, v in calls.items()))
     grpc_ratios = []
     for run in sorted(healthz):
         by = {name: d for r, name, d in results if r == run}
