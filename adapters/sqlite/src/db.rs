@@ -1024,4 +1024,26 @@ mod tests {
         assert_ne!(w.write_here(cache_size).await.unwrap(), -4321, "the panicked connection was kept");
         assert_eq!(db.read(count_t).await.unwrap(), 0, "the panicked write was committed");
     }
+
+    #[derive(QueryableByName)]
+    struct CompileOption {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        compile_options: String,
+    }
+
+    /// The bundled SQLite is built as `.cargo/config.toml` asks: multi-thread mode (no
+    /// per-connection mutex: a pool's lock already keeps each connection to one thread at
+    /// a time) and no memory statistics (a global mutex on every allocation).
+    #[tokio::test]
+    async fn the_bundled_sqlite_takes_no_mutex_a_pool_already_provides() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = one_connection_db(&dir).await;
+        let options = db
+            .read(|c| Ok(diesel::sql_query("PRAGMA compile_options").load::<CompileOption>(c)?))
+            .await
+            .unwrap();
+        let options: Vec<_> = options.into_iter().map(|o| o.compile_options).collect();
+        assert!(options.iter().any(|o| o == "THREADSAFE=2"), "{options:?}");
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+    }
 }
