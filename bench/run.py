@@ -708,31 +708,31 @@ def main():
     warm_rps = []
     for run in range(1, RUNS + 1):
         log(f"run {run}/{RUNS}")
-        plan = []  # name, runner
+        plan = []  # name, the service port it measures (None: the reference), runner
         if ref_port:
-            plan += [("reference-healthz", lambda: wrk(ref_port, "plain", None, "/healthz", cpu=Cpu([ref_p.pid]))),
-                     (REFERENCE, lambda: wrk(ref_port, "get", tok["one"], cpu=Cpu([ref_p.pid])))]
+            plan += [("reference-healthz", None, lambda: wrk(ref_port, "plain", None, "/healthz", cpu=Cpu([ref_p.pid]))),
+                     (REFERENCE, None, lambda: wrk(ref_port, "get", tok["one"], cpu=Cpu([ref_p.pid])))]
         m = lambda: Cpu([main_p.pid])
         plan += [
-            ("healthz", lambda: wrk(main_port, "plain", None, "/healthz", cpu=m())),
-            ("get-cached", lambda: wrk(main_port, "get", tok["one"], cpu=m())),
-            ("grpc-get-cached", lambda: h2load_grpc(grpc_port, tok["one"], cpu=m())),
-            ("get-spread", lambda: wrk(main_port, "get", tok["spread"], cpu=m())),
-            ("get-uncached", lambda: wrk(unc_port, "get", tok["all"], cpu=Cpu([unc_p.pid]))),
-            ("patch", lambda: wrk(main_port, "patch", tok["all"], cpu=m())),
-            ("patch-one-user", lambda: wrk(main_port, "patch", tok["one"], cpu=m())),
-            ("rewards-down", lambda: wrk(down_port, "get", tok["spread"], cpu=Cpu([down_p.pid]))),
-            ("mixed", lambda: wrk(main_port, "mixed", tok["spread"], cpu=m())),
-            ("pg-get-uncached", lambda: wrk(pgu_port, "get", tok["all"], cpu=pg_cpu(pgu_p.pid))),
-            ("pg-patch", lambda: wrk(pgm_port, "patch", tok["all"], cpu=pg_cpu(pgm_p.pid))),
-            ("pg-patch-one-user", lambda: wrk(pgm_port, "patch", tok["one"], cpu=pg_cpu(pgm_p.pid))),
-            ("pg-mixed", lambda: wrk(pgm_port, "mixed", tok["spread"], cpu=pg_cpu(pgm_p.pid))),
-            ("pg-get-uncached-core0", lambda: on_server_core(
+            ("healthz", main_port, lambda: wrk(main_port, "plain", None, "/healthz", cpu=m())),
+            ("get-cached", main_port, lambda: wrk(main_port, "get", tok["one"], cpu=m())),
+            ("grpc-get-cached", main_port, lambda: h2load_grpc(grpc_port, tok["one"], cpu=m())),
+            ("get-spread", main_port, lambda: wrk(main_port, "get", tok["spread"], cpu=m())),
+            ("get-uncached", unc_port, lambda: wrk(unc_port, "get", tok["all"], cpu=Cpu([unc_p.pid]))),
+            ("patch", main_port, lambda: wrk(main_port, "patch", tok["all"], cpu=m())),
+            ("patch-one-user", main_port, lambda: wrk(main_port, "patch", tok["one"], cpu=m())),
+            ("rewards-down", down_port, lambda: wrk(down_port, "get", tok["spread"], cpu=Cpu([down_p.pid]))),
+            ("mixed", main_port, lambda: wrk(main_port, "mixed", tok["spread"], cpu=m())),
+            ("pg-get-uncached", pgu_port, lambda: wrk(pgu_port, "get", tok["all"], cpu=pg_cpu(pgu_p.pid))),
+            ("pg-patch", pgm_port, lambda: wrk(pgm_port, "patch", tok["all"], cpu=pg_cpu(pgm_p.pid))),
+            ("pg-patch-one-user", pgm_port, lambda: wrk(pgm_port, "patch", tok["one"], cpu=pg_cpu(pgm_p.pid))),
+            ("pg-mixed", pgm_port, lambda: wrk(pgm_port, "mixed", tok["spread"], cpu=pg_cpu(pgm_p.pid))),
+            ("pg-get-uncached-core0", pgu_port, lambda: on_server_core(
                 lambda: wrk(pgu_port, "get", tok["all"], cpu=pg_cpu(pgu_p.pid)))),
-            ("pg-patch-core0", lambda: on_server_core(
+            ("pg-patch-core0", pgm_port, lambda: on_server_core(
                 lambda: wrk(pgm_port, "patch", tok["all"], cpu=pg_cpu(pgm_p.pid)))),
-            ("redis-get-shared", lambda: walk_b(run)),
-            ("redis-get-both", lambda: wrk(b_port, "get", tok["one"], cpu=b_cpu())),
+            ("redis-get-shared", b_port, lambda: walk_b(run)),
+            ("redis-get-both", b_port, lambda: wrk(b_port, "get", tok["one"], cpu=b_cpu())),
         ]
 
         def on_server_core(measure):
@@ -758,24 +758,15 @@ def main():
         # The spread scenarios read 10,000 users whose copies a whole run outlasts
         # (profile TTL 60 s): each is preceded by a short warm-up of its server, so it
         # measures warm caches as its name says, not the refill after expiry.
-        # The server each scenario measures, for its rewards calls.
-        port_of = {"healthz": main_port, "get-cached": main_port, "grpc-get-cached": main_port,
-                   "get-spread": main_port, "get-uncached": unc_port, "patch": main_port,
-                   "patch-one-user": main_port, "rewards-down": down_port, "mixed": main_port,
-                   "pg-get-uncached": pgu_port, "pg-patch": pgm_port, "pg-patch-one-user": pgm_port,
-                   "pg-mixed": pgm_port, "pg-get-uncached-core0": pgu_port, "pg-patch-core0": pgm_port,
-                   "redis-get-shared": b_port, "redis-get-both": b_port}
-        prewarm = {"get-spread": main_port, "rewards-down": down_port, "mixed": main_port,
-                   "pg-mixed": pgm_port}
-        for name, runner in plan:
+        prewarm = {"get-spread", "rewards-down", "mixed", "pg-mixed"}
+        for name, port, runner in plan:
             if name in prewarm:
-                wrk(prewarm[name], "get", tok["spread"], seconds=2)
+                wrk(port, "get", tok["spread"], seconds=2)
             pg_before = pg.per_process() if name.startswith("pg-") else None
-            served_by = port_of.get(name)
-            calls_before = rewards_calls(served_by) if served_by else None
+            calls_before = rewards_calls(port) if port else None
             d = runner()
-            if served_by:
-                d["rewards_calls"] = rewards_calls(served_by) - calls_before
+            if port:
+                d["rewards_calls"] = rewards_calls(port) - calls_before
             if pg_before is not None:
                 # Which PostgreSQL processes did the work: backends, or helpers beside them.
                 after = pg.per_process()

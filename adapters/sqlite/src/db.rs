@@ -404,22 +404,9 @@ impl Db {
     where
         F: FnOnce(&mut SqliteConnection) -> Result<R, TxError>,
     {
-        let label = self.label;
-        let conn = self.readers.get().await.map_err(|e| pool_error(label, &e))?;
-        let mut guard = conn
-            .lock()
-            .map_err(|_| StoreError::Failure(format!("a {label} database connection is poisoned")))?;
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut guard)));
-        drop(guard);
-        match out {
-            Ok(r) => r.map_err(|e| e.into_store(label)),
-            // A panic is an error of this call, as on a blocking thread; the connection
-            // it left in an unknown state is closed, not returned.
-            Err(_) => {
-                drop(deadpool::managed::Object::take(conn));
-                Err(StoreError::Failure(format!("{label} database read panicked")))
-            }
-        }
+        let conn = self.readers.get().await.map_err(|e| pool_error(self.label, &e))?;
+        let (out, _conn) = in_place(self.label, "read", conn, f)?;
+        out.map_err(|e| e.into_store(self.label))
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer, on a blocking thread;
@@ -547,34 +534,24 @@ impl Writer {
     {
         let label = self.label;
         let conn = self.pool.get().await.map_err(|e| pool_error(label, &e))?;
-        let out = {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Failure(format!("a {label} database connection is poisoned")))?;
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let c: &mut SqliteConnection = &mut guard;
-                match AnsiTransactionManager::begin_transaction_sql(c, &self.here.begin) {
-                    Ok(()) => Here::Done(Self::finish(c, f)),
-                    // The batch stopped at BEGIN: the timeout is still 0.
-                    Err(e) if is_locked(&e) && c.batch_execute(&self.here.restore).is_ok() => Here::Locked(f),
-                    // Where the batch stopped is unknown: the connection is replaced.
-                    Err(e) => Here::Broken(e),
-                }
-            }))
-        };
+        let (out, conn) = in_place(label, "write", conn, |c| {
+            match AnsiTransactionManager::begin_transaction_sql(c, &self.here.begin) {
+                Ok(()) => Here::Done(Self::finish(c, f)),
+                // The batch stopped at BEGIN: the timeout is still 0.
+                Err(e) if is_locked(&e) && c.batch_execute(&self.here.restore).is_ok() => Here::Locked(f),
+                // Where the batch stopped is unknown: the connection is replaced.
+                Err(e) => Here::Broken(e),
+            }
+        })?;
         match out {
-            Ok(Here::Done(done)) => done.map_err(|e| e.into_store(label)),
-            Ok(Here::Locked(f)) => {
+            Here::Done(done) => done.map_err(|e| e.into_store(label)),
+            Here::Locked(f) => {
                 drop(conn);
                 self.write(f).await
             }
-            Ok(Here::Broken(e)) => {
+            Here::Broken(e) => {
                 drop(deadpool::managed::Object::take(conn));
                 Err(diesel_error(label, &e))
-            }
-            Err(_) => {
-                drop(deadpool::managed::Object::take(conn));
-                Err(StoreError::Failure(format!("{label} database write panicked")))
             }
         }
     }
@@ -594,6 +571,31 @@ impl Writer {
                 AnsiTransactionManager::rollback_transaction(c)?;
                 Err(e)
             }
+        }
+    }
+}
+
+/// Runs `f` on `conn` here, on the calling task's thread, and hands the connection back
+/// with its result. A panic in `f` is an error of this call (`what` names the call), as
+/// on a blocking thread; the connection it left in an unknown state is closed, not
+/// returned to the pool.
+fn in_place<T>(
+    label: &'static str,
+    what: &str,
+    conn: deadpool::managed::Object<SqliteManager>,
+    f: impl FnOnce(&mut SqliteConnection) -> T,
+) -> Result<(T, deadpool::managed::Object<SqliteManager>), StoreError> {
+    let out = {
+        let mut guard = conn
+            .lock()
+            .map_err(|_| StoreError::Failure(format!("a {label} database connection is poisoned")))?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut guard)))
+    };
+    match out {
+        Ok(value) => Ok((value, conn)),
+        Err(_) => {
+            drop(deadpool::managed::Object::take(conn));
+            Err(StoreError::Failure(format!("{label} database {what} panicked")))
         }
     }
 }
