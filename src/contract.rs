@@ -512,6 +512,12 @@ fn cache_snapshot(user_id: UserId, version: i64) -> Arc<crate::domain::ProfileSn
 }
 
 async fn expect_version(cache: &dyn crate::ports::CachePort, user_id: UserId, want: Option<i64>, when: &str) {
+    let (together, _) = cache.profile_and_rewards(user_id).await;
+    assert_eq!(
+        together.map(|s| s.profile.version),
+        want,
+        "profile_and_rewards({user_id}) {when}: wrong profile"
+    );
     let got = cache.profile(user_id).await;
     match (&got, want) {
         (None, None) => {}
@@ -528,10 +534,23 @@ async fn expect_version(cache: &dyn crate::ports::CachePort, user_id: UserId, wa
     }
 }
 
+/// The balance of `user_id`, asked alone and together with the profile.
+async fn expect_rewards(
+    cache: &dyn crate::ports::CachePort,
+    user_id: UserId,
+    want: Option<&crate::domain::RewardsSnapshot>,
+    when: &str,
+) {
+    assert_eq!(cache.rewards(user_id).await.as_ref(), want, "rewards({user_id}) {when}");
+    let (_, together) = cache.profile_and_rewards(user_id).await;
+    assert_eq!(together.as_ref(), want, "profile_and_rewards({user_id}) {when}: wrong balance");
+}
+
 /// The contract of [`crate::ports::CachePort`]: get/put/invalidate/clear of profiles,
 /// the profile TTL, never an older snapshot over a newer one (also right after an
 /// invalidation), and rewards balances kept (newest `fetched_at` wins) well beyond the
-/// profile TTL, whatever their age, so the core can serve them `stale`.
+/// profile TTL, whatever their age, so the core can serve them `stale`; and
+/// `profile_and_rewards` answering what the two lookups answer, whichever was put first.
 pub async fn cache_contract(cache: &dyn crate::ports::CachePort, c: &CacheContract) {
     use crate::domain::{RewardsBalance, RewardsSnapshot};
     let [a, b, d, e] = [c.first_id, c.first_id + 1, c.first_id + 2, c.first_id + 3];
@@ -569,28 +588,44 @@ pub async fn cache_contract(cache: &dyn crate::ports::CachePort, c: &CacheContra
         fetched_at: t0 + TimeDelta::seconds(5),
     };
     let none = RewardsSnapshot { balance: None, fetched_at: t0 };
-    assert_eq!(cache.rewards(a).await, None, "rewards before any put");
+    // `a`'s profile is cached while its balances are put; `d` has no profile.
+    expect_rewards(cache, a, None, "before any put").await;
     cache.put_rewards(a, older.clone()).await;
-    assert_eq!(cache.rewards(a).await, Some(older.clone()), "rewards after a put");
+    expect_rewards(cache, a, Some(&older), "after a put").await;
     cache.put_rewards(a, newer.clone()).await;
+    expect_rewards(cache, a, Some(&newer), "after a later fetch").await;
     cache.put_rewards(a, older.clone()).await;
-    assert_eq!(cache.rewards(a).await, Some(newer.clone()), "rewards: an older fetch replaced a newer one");
+    expect_rewards(cache, a, Some(&newer), "after an older fetch (it must not replace a newer one)").await;
+    expect_version(cache, a, Some(4), "after balances were put").await;
     cache.put_rewards(d, none.clone()).await;
-    assert_eq!(cache.rewards(d).await, Some(none.clone()), "rewards: 'no account' is kept like a balance");
+    expect_rewards(cache, d, Some(&none), "'no account' is kept like a balance").await;
 
     cache.clear_profiles().await;
     expect_version(cache, a, None, "after clear_profiles").await;
     expect_version(cache, b, None, "after clear_profiles").await;
-    assert_eq!(cache.rewards(a).await, Some(newer.clone()), "clear_profiles dropped a balance");
+    expect_rewards(cache, a, Some(&newer), "after clear_profiles (it must keep balances)").await;
+    // A profile put after its balance answers with it, and with a later one.
+    cache.put_profile(cache_snapshot(d, 1)).await;
+    expect_rewards(cache, d, Some(&none), "a profile put after the balance").await;
+    let later = RewardsSnapshot {
+        balance: Some(RewardsBalance { points: 7, tier: None }),
+        fetched_at: t0 + TimeDelta::seconds(9),
+    };
+    cache.put_rewards(d, later.clone()).await;
+    expect_rewards(cache, d, Some(&later), "a balance put after the profile").await;
+    expect_version(cache, d, Some(1), "after its balance changed").await;
 
     cache.put_profile(cache_snapshot(b, 2)).await;
     expect_version(cache, b, Some(2), "a put after clear_profiles").await;
     (c.sleep)(c.profile_ttl + c.profile_ttl / 2 + std::time::Duration::from_millis(100)).await;
     expect_version(cache, b, None, "after the profile TTL").await;
-    assert_eq!(
-        cache.rewards(a).await,
-        Some(newer),
-        "a balance must outlive the profile TTL, whatever its age (for `stale`)"
-    );
-    assert_eq!(cache.rewards(d).await, Some(none), "'no account' must outlive the profile TTL");
+    expect_version(cache, d, None, "after the profile TTL (a balance put must not extend it)").await;
+    expect_rewards(
+        cache,
+        a,
+        Some(&newer),
+        "a balance must outlive the profile TTL, whatever its age (for `stale`)",
+    )
+    .await;
+    expect_rewards(cache, d, Some(&later), "a balance must outlive the profile TTL").await;
 }

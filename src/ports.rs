@@ -230,6 +230,20 @@ pub trait CachePort: Send + Sync {
 
     /// Stores (replaces) the last known balance.
     async fn put_rewards(&self, user_id: UserId, snapshot: RewardsSnapshot);
+
+    /// What a profile read needs from the cache, in one call: the cached profile (as
+    /// [`Self::profile`] answers it) and the last known balance (as [`Self::rewards`]
+    /// does; a cache that keeps a copy of it beside the profile may answer that copy,
+    /// which is never older than the one `rewards` held when either was last put).
+    ///
+    /// The default asks both; a cache that keeps the two side by side finds them in one
+    /// lookup, which is what every cached read pays.
+    async fn profile_and_rewards(
+        &self,
+        user_id: UserId,
+    ) -> (Option<Arc<ProfileSnapshot>>, Option<RewardsSnapshot>) {
+        futures::join!(self.profile(user_id), self.rewards(user_id))
+    }
 }
 
 /// Why a bearer token does not authenticate anyone; every transport refuses the call

@@ -284,13 +284,14 @@ impl ProfileService {
     pub async fn get(&self, user_id: UserId) -> Result<ProfileRead, ServiceError> {
         let core = &self.core;
         let mut timings = Timings::default();
-        let (snapshot, rewards) = match core.cache.profile(user_id).await {
-            Some(s) => (s, core.rewards_for(user_id, &mut timings).await),
+        let (cached, known) = core.cache.profile_and_rewards(user_id).await;
+        let (snapshot, rewards) = match cached {
+            Some(s) => (s, core.rewards_given(user_id, known, &mut timings).await),
             None => {
                 let mut reward_t = Timings::default();
                 let (both, rewards) = futures::join!(
                     core.read_both(user_id, &mut timings),
-                    core.rewards_for(user_id, &mut reward_t)
+                    core.rewards_given(user_id, known, &mut reward_t)
                 );
                 timings.rewards = reward_t.rewards;
                 let (account, record) = both?;
@@ -433,6 +434,16 @@ impl Core {
     /// service, else the last known value (`stale`), else nothing (`unavailable`).
     async fn rewards_for(&self, user_id: UserId, timings: &mut Timings) -> Rewards {
         let known = self.cache.rewards(user_id).await;
+        self.rewards_given(user_id, known, timings).await
+    }
+
+    /// [`Self::rewards_for`] with the cache's last known balance already looked up.
+    async fn rewards_given(
+        &self,
+        user_id: UserId,
+        known: Option<RewardsSnapshot>,
+        timings: &mut Timings,
+    ) -> Rewards {
         let now = self.clock.now();
         let window = TimeDelta::from_std(self.config.rewards_window).unwrap_or(TimeDelta::MAX);
         let known = match known {
