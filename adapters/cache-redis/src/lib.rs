@@ -609,9 +609,9 @@ impl Shared {
         }
     }
 
-    /// Subscribes, then makes every profile entry unusable and has every instance drop
-    /// its in-process profiles (changes made while this one was away were never
-    /// announced), and only then declares the cache connected.
+    /// Subscribes, loads the scripts, then makes every profile entry unusable and has
+    /// every instance drop its in-process profiles (changes made while this one was away
+    /// were never announced), and only then declares the cache connected.
     async fn connect(&self) -> Option<PubSubStream> {
         let mut pubsub =
             tokio::time::timeout(CONTROL_TIMEOUT, self.client.get_async_pubsub()).await.ok()?.ok()?;
@@ -619,6 +619,16 @@ impl Shared {
         tokio::time::timeout(CONTROL_TIMEOUT, pubsub.subscribe(channels)).await.ok()?.ok()?;
         let stream = pubsub.into_on_message();
         let mut conn = self.conn.clone();
+        // The request path's scripts, loaded before it may use them: a fresh or restarted
+        // Redis knows none, and loading one inside a request's operation (a refused
+        // EVALSHA, the load, the EVALSHA again) often takes longer than `op_timeout`,
+        // which would turn the first operations after every (re)connection into misses.
+        let scripts = [&*GET_PROFILE, &*PUT_PROFILE, &*INVALIDATE_PROFILE, &*PUT_REWARDS];
+        let loads = futures::future::try_join_all(scripts.map(|script| {
+            let mut conn = conn.clone();
+            async move { script.load_async(&mut conn).await }
+        }));
+        tokio::time::timeout(CONTROL_TIMEOUT, loads).await.ok()?.ok()?;
         let message = format!("g|{}", self.instance);
         let mut inv = NEW_GENERATION.prepare_invoke();
         inv.key(&self.keys.generation).arg(&self.keys.channel).arg(&message);
