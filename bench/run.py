@@ -534,6 +534,29 @@ def rewards_calls(port):
     return sum(metric_sum(port, "rewards_calls_total", outcome=o) for o in ("ok", "not_found", "error", "timeout"))
 
 
+def shared_cache_incidents(out_dir):
+    """What the two shared-cache instances logged of Redis going wrong over the bench: a
+    disconnection (heartbeat lost, connection closed, or an announcement that could not be
+    verified), after which the reconnect makes every shared profile entry unusable; and
+    the breaker opening (5 slow or failed operations in a row), after which reads are
+    misses for 500 ms but nothing is resynchronised. A single slow operation is a miss
+    and is not logged above debug."""
+    counts = {}
+    for n in ("redis-a", "redis-b"):
+        text = open(os.path.join(out_dir, f"{n}.err")).read()
+        counts[n] = {"disconnected": text.count("shared cache disconnected"),
+                     "breaker": text.count("shared cache slow or failing")}
+    return counts
+
+
+def shared_cache_incidents_line(c):
+    a, b = c["redis-a"], c["redis-b"]
+    return (f"- Shared-cache incidents in the instances' logs: disconnections (each makes every shared "
+            f"profile entry unusable on reconnect) A {a['disconnected']}, B {b['disconnected']}; the breaker "
+            f"opening (5 slow or failed operations in a row; reads are misses for 500 ms, nothing "
+            f"resynchronised) A {a['breaker']}, B {b['breaker']}")
+
+
 def invalidation_delays(a_port, b_port, tokens):
     """PATCH on A; right after its answer, GET on B (keep-alive) until B serves the ETag
     the PATCH returned. B holds the old copy before every PATCH (read just before)."""
@@ -790,14 +813,11 @@ def main():
     rss["shared-cache instance B"] = peak_rss_mb(b_p)
     locked = sum(open(os.path.join(OUT, f)).read().count("database is locked")
                  for f in os.listdir(OUT) if f.endswith(".err"))
-    # A Redis operation over its timeout marks the shared cache disconnected; the
-    # reconnect then starts a new generation (every shared profile entry unusable).
-    redis_timeouts = {n: open(os.path.join(OUT, f"{n}.err")).read().count("shared cache operation timed out")
-                      for n in ("redis-a", "redis-b")}
+    redis_incidents = shared_cache_incidents(OUT)
     extra = {"seed_s": seed_s, "pg_seed_s": pg_seed_s, "pg_settings": pg.settings, "locked": locked,
              "inval": inval, "shared_calls": shared_calls, "alone_calls": alone_calls,
              "window_users": len(window_set), "shared_hits": shared_hits, "warm_rps": warm_rps,
-             "walk_users": per_walk, "redis_timeouts": redis_timeouts}
+             "walk_users": per_walk, "redis_incidents": redis_incidents}
     stop_all()
     write_report(results, rss, extra)
 
@@ -929,9 +949,7 @@ def write_report(results, rss, x):
         lines.append(f"- Run {run}: `redis-get-shared` walked {n:,} users B had never read (each once, "
                      f"warmed into Redis through A just before, at {x['warm_rps'][run - 1]:.0f} req/s); B counted {shared:,.0f} shared-cache profile hits and "
                      f"{local:,.0f} in-process profile hits over the run")
-    t = x["redis_timeouts"]
-    lines.append(f"- Shared-cache operations over their timeout (each one disconnects that instance and, on "
-                 f"reconnect, makes every shared profile entry unusable): A {t['redis-a']}, B {t['redis-b']}")
+    lines.append(shared_cache_incidents_line(x["redis_incidents"]))
     i = x["inval"]
     lines.append(f"- Invalidation delay (PATCH answered on A → B serves its ETag; B held the old copy; "
                  f"one keep-alive client polling B): {i['n']:,} changes, p50 {i['p50_ms']:.2f} ms, "
