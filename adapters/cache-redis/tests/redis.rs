@@ -277,16 +277,19 @@ impl SlowProxy {
     }
 }
 
-fn generation(redis: &RedisServer) -> Option<i64> {
+/// Runs `cmd` on Redis directly, past any proxy and cache: what the server holds.
+fn query<T: redis::FromRedisValue>(redis: &RedisServer, cmd: &redis::Cmd) -> T {
     let client = redis::Client::open(redis.url()).expect("client");
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(1)).expect("connect");
-    redis::cmd("GET").arg("profile-api:gen").query(&mut conn).expect("GET")
+    cmd.query(&mut conn).expect("a direct Redis query")
+}
+
+fn generation(redis: &RedisServer) -> Option<i64> {
+    query(redis, redis::cmd("GET").arg("profile-api:gen"))
 }
 
 fn cached_scripts(redis: &RedisServer) -> usize {
-    let client = redis::Client::open(redis.url()).expect("client");
-    let mut conn = client.get_connection_with_timeout(Duration::from_secs(1)).expect("connect");
-    let info: String = redis::cmd("INFO").arg("memory").query(&mut conn).expect("INFO");
+    let info: String = query(redis, redis::cmd("INFO").arg("memory"));
     let line = info.lines().find_map(|l| l.strip_prefix("number_of_cached_scripts:")).expect("script count");
     line.trim().parse().expect("a number")
 }
