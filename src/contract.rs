@@ -502,13 +502,22 @@ pub struct CacheContract {
 
 /// A snapshot of `user_id` at `version`, its display name naming the version.
 fn cache_snapshot(user_id: UserId, version: i64) -> Arc<crate::domain::ProfileSnapshot> {
+    cache_snapshot_read(user_id, version, std::time::Instant::now())
+}
+
+/// [`cache_snapshot`] with its data read from the databases at `read_at`.
+fn cache_snapshot_read(
+    user_id: UserId,
+    version: i64,
+    read_at: std::time::Instant,
+) -> Arc<crate::domain::ProfileSnapshot> {
     let mut account = AccountFixture::sample().active;
     account.id = user_id;
     let mut record = full_record(user_id, version);
     record.user_id = user_id;
     record.version = version;
     record.fields.personal.display_name = Some(format!("v{version}"));
-    crate::domain::ProfileSnapshot::new(crate::domain::Profile::assemble(&account, &record))
+    crate::domain::ProfileSnapshot::of(&account, &record, read_at)
 }
 
 async fn expect_version(cache: &dyn crate::ports::CachePort, user_id: UserId, want: Option<i64>, when: &str) {
@@ -547,7 +556,7 @@ async fn expect_rewards(
 }
 
 /// The contract of [`crate::ports::CachePort`]: get/put/invalidate/clear of profiles,
-/// the profile TTL, never an older snapshot over a newer one (also right after an
+/// the profile TTL (counted from when a snapshot's data was read), never an older snapshot over a newer one (also right after an
 /// invalidation), and rewards balances kept (newest `fetched_at` wins) well beyond the
 /// profile TTL, whatever their age, so the core can serve them `stale`; and
 /// `profile_and_rewards` answering what the two lookups answer, whichever was put first.
@@ -617,6 +626,15 @@ pub async fn cache_contract(cache: &dyn crate::ports::CachePort, c: &CacheContra
 
     cache.put_profile(cache_snapshot(b, 2)).await;
     expect_version(cache, b, Some(2), "a put after clear_profiles").await;
+
+    // The TTL runs from when a snapshot's data was read from the databases, not from its
+    // put: an update made from a cached account must not make that account live longer.
+    let f = c.first_id + 4;
+    let ago = |age: std::time::Duration| std::time::Instant::now().checked_sub(age).expect("uptime");
+    cache.put_profile(cache_snapshot_read(f, 1, ago(c.profile_ttl))).await;
+    expect_version(cache, f, None, "after a put of a snapshot read a whole TTL before").await;
+    cache.put_profile(cache_snapshot_read(f, 2, ago(c.profile_ttl / 4))).await;
+    expect_version(cache, f, Some(2), "after a put of a snapshot read a quarter of a TTL before").await;
     (c.sleep)(c.profile_ttl + c.profile_ttl / 2 + std::time::Duration::from_millis(100)).await;
     expect_version(cache, b, None, "after the profile TTL").await;
     expect_version(cache, d, None, "after the profile TTL (a balance put must not extend it)").await;

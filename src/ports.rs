@@ -70,6 +70,9 @@ pub enum Refusal {
     Invalid(Vec<FieldError>),
     /// The precondition (`If-Match`) does not hold for the stored record.
     PreconditionFailed,
+    /// The decision was to be made with a copy of the account that came with an older
+    /// record than the one stored: the core decides again with the account read afresh.
+    Outdated,
 }
 
 /// What the core decided for the stored record, inside the store's transaction.
@@ -208,7 +211,8 @@ pub trait RewardsPort: Send + Sync {
 /// answer behaves as a miss.
 #[async_trait]
 pub trait CachePort: Send + Sync {
-    /// The cached profile, if present and younger than the profile TTL.
+    /// The cached profile, if present and its data was read from the databases less than
+    /// the profile TTL ago ([`ProfileSnapshot::age`], which a put does not reset).
     async fn profile(&self, user_id: UserId) -> Option<Arc<ProfileSnapshot>>;
 
     /// Stores (replaces) a profile, unless the cache holds — or, since an invalidation,

@@ -16,7 +16,7 @@ use chrono::{DateTime, NaiveDate, SubsecRound, TimeDelta, Utc};
 use futures::future::BoxFuture;
 
 use crate::domain::{
-    AccountSnapshot, AccountStatus, FieldError, ParsedUpdate, Precondition, Profile, ProfileRecord,
+    AccountSnapshot, AccountStatus, FieldError, ParsedUpdate, Patch, Precondition, Profile, ProfileRecord,
     ProfileSnapshot, ProfileView, Rewards, RewardsSnapshot, RewardsStatus, UserId,
 };
 use crate::ports::{
@@ -155,6 +155,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The account an update applies to, and where it came from.
+#[derive(Debug, Clone)]
+struct Known {
+    /// The account (checked for status).
+    account: AccountSnapshot,
+    /// When it was read from the main database.
+    read_at: Instant,
+    /// When it came from the cached profile: that profile's version. The update then
+    /// applies only to that version ([`Refusal::Outdated`] otherwise).
+    shown_at: Option<i64>,
+}
+
 /// Runs a future and measures it.
 async fn timed<T>(f: impl Future<Output = T>) -> (T, Duration) {
     let start = Instant::now();
@@ -289,13 +301,14 @@ impl ProfileService {
             Some(s) => (s, core.rewards_given(user_id, known, &mut timings).await),
             None => {
                 let mut reward_t = Timings::default();
+                let read_at = Instant::now();
                 let (both, rewards) = futures::join!(
                     core.read_both(user_id, &mut timings),
                     core.rewards_given(user_id, known, &mut reward_t)
                 );
                 timings.rewards = reward_t.rewards;
                 let (account, record) = both?;
-                let snapshot = ProfileSnapshot::new(Profile::assemble(&account, &record));
+                let snapshot = ProfileSnapshot::of(&account, &record, read_at);
                 core.cache.put_profile(snapshot.clone()).await;
                 (snapshot, rewards)
             }
@@ -430,14 +443,43 @@ impl Core {
         active(account.map_err(ServiceError::storage)?)
     }
 
-    /// Rewards for this request: within the window from the cache, else from the
-    /// service, else the last known value (`stale`), else nothing (`unavailable`).
-    async fn rewards_for(&self, user_id: UserId, timings: &mut Timings) -> Rewards {
-        let known = self.cache.rewards(user_id).await;
-        self.rewards_given(user_id, known, timings).await
+    /// The account read from the main database now.
+    async fn fresh_account(&self, user_id: UserId, timings: &mut Timings) -> Result<Known, ServiceError> {
+        let read_at = Instant::now();
+        Ok(Known { account: self.account(user_id, timings).await?, read_at, shown_at: None })
     }
 
-    /// [`Self::rewards_for`] with the cache's last known balance already looked up.
+    /// The account an update applies to, and the rewards of this request: the account
+    /// the cached profile shows (what the client was served, so `If-Match` names it),
+    /// else the one in the main database; an e-mail change always reads the database.
+    async fn account_and_rewards(
+        &self,
+        user_id: UserId,
+        changes_email: bool,
+        timings: &mut Timings,
+    ) -> (Result<Known, ServiceError>, Rewards) {
+        let (cached, known_rewards) = self.cache.profile_and_rewards(user_id).await;
+        let shown = cached.filter(|_| !changes_email).and_then(|s| {
+            let account = s.account()?.clone();
+            Some(Known { account, read_at: s.read_instant(), shown_at: Some(s.profile.version) })
+        });
+        let mut reward_t = Timings::default();
+        let (known, rewards) = match shown {
+            Some(known) => (Ok(known), self.rewards_given(user_id, known_rewards, &mut reward_t).await),
+            None => {
+                futures::join!(
+                    self.fresh_account(user_id, timings),
+                    self.rewards_given(user_id, known_rewards, &mut reward_t)
+                )
+            }
+        };
+        timings.rewards = reward_t.rewards;
+        (known, rewards)
+    }
+
+    /// Rewards for this request, given the cache's last known balance: within the window
+    /// that one, else from the service, else the last known value (`stale`), else
+    /// nothing (`unavailable`).
     async fn rewards_given(
         &self,
         user_id: UserId,
@@ -467,15 +509,16 @@ impl Core {
         }
     }
 
-    /// Caches and returns the state a write left.
+    /// Caches and returns the state a write left: the record with the account it was
+    /// decided on, the copy aging from when that account was read.
     async fn answer(
         &self,
-        account: &AccountSnapshot,
+        known: &Known,
         record: &ProfileRecord,
         rewards: Rewards,
         timings: Timings,
     ) -> ProfileRead {
-        let snapshot = ProfileSnapshot::new(Profile::assemble(account, record));
+        let snapshot = ProfileSnapshot::of(&known.account, record, known.read_at);
         self.cache.put_profile(snapshot.clone()).await;
         ProfileRead { view: ProfileView { snapshot, rewards }, timings }
     }
@@ -487,20 +530,23 @@ impl Core {
         precondition: Precondition,
     ) -> Result<ProfileRead, ServiceError> {
         let mut timings = Timings::default();
-        let mut reward_t = Timings::default();
         let epoch = self.journal.email_epoch.load(Ordering::SeqCst);
-        let (account, rewards) =
-            futures::join!(self.account(user_id, &mut timings), self.rewards_for(user_id, &mut reward_t));
-        timings.rewards = reward_t.rewards;
-        let mut account = account?;
+        let changes_email = !matches!(parsed.update.email, Patch::Absent);
+        let (known, rewards) = self.account_and_rewards(user_id, changes_email, &mut timings).await;
+        let mut known = known?;
         let precondition = Arc::new(precondition);
         let mut waited = Duration::ZERO;
         loop {
             let decide_fn: Decide = {
                 let (account, rewards, parsed, precondition) =
-                    (account.clone(), rewards.clone(), parsed.clone(), precondition.clone());
-                let (now, lease) = (self.now(), self.config.journal_lease);
+                    (known.account.clone(), rewards.clone(), parsed.clone(), precondition.clone());
+                let (now, lease, shown_at) = (self.now(), self.config.journal_lease, known.shown_at);
                 Box::new(move |current: &ProfileRecord| {
+                    if shown_at.is_some_and(|v| v != current.version) {
+                        // The cached account came with an older record: whatever changed
+                        // since (an e-mail change included) may have changed it too.
+                        return Decision::Refuse(Refusal::Outdated);
+                    }
                     decide(current, &account, &rewards, &parsed, &precondition, now, lease)
                 })
             };
@@ -511,9 +557,12 @@ impl Core {
                     if self.journal.email_epoch.load(Ordering::SeqCst) != epoch {
                         // An e-mail change landed since the account was read: never
                         // answer (or cache) the newer version with the older address.
-                        account = self.account(user_id, &mut timings).await?;
+                        known = self.fresh_account(user_id, &mut timings).await?;
                     }
-                    return Ok(self.answer(&account, &record, rewards, timings).await);
+                    return Ok(self.answer(&known, &record, rewards, timings).await);
+                }
+                UpdateOutcome::Refused(Refusal::Outdated) => {
+                    known = self.fresh_account(user_id, &mut timings).await?;
                 }
                 UpdateOutcome::Refused(Refusal::Invalid(errors)) => {
                     return Err(ServiceError::Invalid(errors));
@@ -523,7 +572,7 @@ impl Core {
                 }
                 UpdateOutcome::EmailChangeBegun(change) => {
                     let held = Held::new(&self.journal, change.id);
-                    return self.finish_email_change(&account, &change, held, rewards, timings).await;
+                    return self.finish_email_change(&known, &change, held, rewards, timings).await;
                 }
                 UpdateOutcome::Blocked(change) => {
                     // The entry holds this user's next state: settle it (or wait for
@@ -531,12 +580,12 @@ impl Core {
                     match self.take_for_settling(&change).await? {
                         Take::Held(held) => {
                             self.settle_one(&change, held).await?;
-                            account = self.account(user_id, &mut timings).await?;
+                            known = self.fresh_account(user_id, &mut timings).await?;
                         }
                         Take::Busy => waited += self.pause(waited).await?,
                         // Settled meanwhile by whoever held it: decide again at once,
                         // with the account as that change left it.
-                        Take::Gone => account = self.account(user_id, &mut timings).await?,
+                        Take::Gone => known = self.fresh_account(user_id, &mut timings).await?,
                     }
                 }
             }
@@ -571,13 +620,13 @@ impl Core {
     /// main database, then the record applied and the intent closed.
     async fn finish_email_change(
         &self,
-        account: &AccountSnapshot,
+        known: &Known,
         change: &EmailChange,
         held: Held<'_>,
         rewards: Rewards,
         mut timings: Timings,
     ) -> Result<ProfileRead, ServiceError> {
-        let (set, t) = timed(self.accounts.set_email(account.id, &change.new_email)).await;
+        let (set, t) = timed(self.accounts.set_email(known.account.id, &change.new_email)).await;
         add(&mut timings.db_main, t);
         if let Err(e) = set {
             if e == StoreError::EmailTaken {
@@ -591,7 +640,7 @@ impl Core {
             }
             // The main database may or may not hold the address: the settler finds out.
             held.abandon();
-            self.cache.invalidate_profile(account.id).await;
+            self.cache.invalidate_profile(known.account.id).await;
             return Err(ServiceError::account(e));
         }
         self.journal.email_epoch.fetch_add(1, Ordering::SeqCst);
@@ -599,13 +648,13 @@ impl Core {
         add(&mut timings.db_profiles, t);
         if let Err(e) = done {
             held.abandon();
-            self.cache.invalidate_profile(account.id).await;
+            self.cache.invalidate_profile(known.account.id).await;
             return Err(ServiceError::storage(e));
         }
         drop(held);
-        let mut account = account.clone();
-        account.email = change.new_email.clone();
-        Ok(self.answer(&account, &change.record, rewards, timings).await)
+        let mut known = known.clone();
+        known.account.email = change.new_email.clone();
+        Ok(self.answer(&known, &change.record, rewards, timings).await)
     }
 
     /// Carries one entry through, judging by what the main database holds; the caller

@@ -652,3 +652,79 @@ async fn a_typed_update_under_a_typed_precondition_needs_no_json_nor_headers() {
     assert!(matches!(refused, ServiceError::Invalid(ref errs) if errs.len() == 1), "{refused:?}");
     assert_eq!(app.get(ALICE).await.view.profile().version, 1);
 }
+
+/// The account changes in the main database (a login, an order) while the profile is
+/// cached: reads keep serving the cached copy and its ETag, and a PATCH under that ETag
+/// applies to the state the client was served instead of failing until the copy expires.
+#[tokio::test]
+async fn if_match_with_the_etag_a_cached_read_served_holds_after_the_account_changed_elsewhere() {
+    let app = App::new();
+    let first = app.get(ALICE).await;
+    let mut account = app.accounts.get(ALICE).expect("alice");
+    account.login_count += 1;
+    app.accounts.insert(account);
+    let served = app.get(ALICE).await;
+    assert_eq!(served.view.etag(), first.view.etag(), "the read came from the cache");
+    let patched = app
+        .patch_if(ALICE, json!({ "personal": { "first_name": "Ada" } }), one(&served.view.etag()))
+        .await
+        .expect("the ETag the client was served names the current state");
+    let doc = json(&patched);
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["statistics"]["login_count"], 57, "applied to the account the client was shown");
+    assert_eq!(without_freshness(&doc), without_freshness(&app.get_json(ALICE).await));
+}
+
+/// A cached copy older than the stored record (another instance wrote since) does not
+/// say what the account is now: the update reads it from the main database.
+#[tokio::test]
+async fn an_update_behind_a_cached_copy_older_than_the_store_reads_the_account_again() {
+    let app = App::new();
+    app.get(ALICE).await; // version 0, cached
+    let mut record = profile_core::domain::ProfileRecord::new_default(ALICE);
+    record.version = 1;
+    record.fields.personal.city = Some("Paris".into());
+    app.profiles.insert(record);
+    let mut account = app.accounts.get(ALICE).expect("alice");
+    account.login_count = 99;
+    app.accounts.insert(account);
+    let doc = json(&app.patch_ok(ALICE, json!({ "personal": { "first_name": "Ada" } })).await);
+    assert_eq!(doc["version"], 2);
+    assert_eq!(doc["personal"]["city"], "Paris");
+    assert_eq!(doc["statistics"]["login_count"], 99, "the account as the main database holds it now");
+}
+
+/// An update made from the cached account leaves a copy that expires a TTL after that
+/// account was read, not after the update: no account data is served past the TTL.
+#[tokio::test]
+async fn a_copy_made_from_a_cached_account_expires_a_ttl_after_the_account_was_read() {
+    let ttl = std::time::Duration::from_secs(1);
+    let app = App::with_cache(profile_memory::MemoryCache::with_profile_ttl(ttl));
+    app.get(ALICE).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.patch_ok(ALICE, json!({ "personal": { "first_name": "Ada" } })).await;
+    assert!(app.cache.peek_profile(ALICE).is_some(), "the update's copy is cached");
+    let mut account = app.accounts.get(ALICE).expect("alice");
+    account.login_count = 99;
+    app.accounts.insert(account);
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(app.cache.peek_profile(ALICE).is_none(), "a TTL after the account was read, the copy is gone");
+    let doc = app.get_json(ALICE).await;
+    assert_eq!(doc["statistics"]["login_count"], 99);
+    assert_eq!(doc["personal"]["first_name"], "Ada");
+}
+
+/// An e-mail change never applies to a cached account: the address it replaces is
+/// the one the main database holds.
+#[tokio::test]
+async fn an_email_change_reads_the_account_from_the_main_database() {
+    let app = App::new();
+    app.get(ALICE).await;
+    let mut account = app.accounts.get(ALICE).expect("alice");
+    account.login_count = 99;
+    app.accounts.insert(account);
+    let doc = json(&app.patch_ok(ALICE, json!({ "personal": { "email": "ada@example.com" } })).await);
+    assert_eq!(doc["personal"]["email"], "ada@example.com");
+    assert_eq!(doc["statistics"]["login_count"], 99);
+    assert_eq!(app.email(ALICE), "ada@example.com");
+}

@@ -1,6 +1,7 @@
 //! The profile representation of SPEC §4 and the stored, editable part of it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -365,7 +366,13 @@ impl Profile {
 
 /// An assembled profile with its serialised JSON and a fingerprint of it, as cached:
 /// a cached read then serialises only the small rewards part.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It also keeps what it was assembled from, for the profile TTL: the account as read
+/// from the main database (when known) and when the databases were read. A `PATCH`
+/// applies to the account the cache shows, so a client's `If-Match` names the state
+/// it was served; the snapshot it leaves keeps that account's read time, so no copy is
+/// served more than the TTL after its account was read (SPEC §10).
+#[derive(Debug, Clone)]
 pub struct ProfileSnapshot {
     /// The profile.
     pub profile: Profile,
@@ -373,15 +380,45 @@ pub struct ProfileSnapshot {
     pub fingerprint: u128,
     /// The profile's JSON object (without rewards).
     json: Box<[u8]>,
+    /// The account the profile shows, when the snapshot was assembled from one.
+    account: Option<AccountSnapshot>,
+    /// When the oldest data in the profile was read from the databases.
+    read_at: Instant,
 }
+
+/// Two snapshots are equal when they show the same profile, however they were made.
+impl PartialEq for ProfileSnapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint && self.json == other.json && self.profile == other.profile
+    }
+}
+
+impl Eq for ProfileSnapshot {}
 
 /// The buffer a snapshot's JSON starts in: a profile with every field set is about
 /// 1.2 KB, a new one about 0.8 KB (at most one growth either way).
 const JSON_CAPACITY: usize = 1024;
 
 impl ProfileSnapshot {
-    /// Wraps a profile, serialising and fingerprinting it once.
+    /// Wraps a profile read just now, serialising and fingerprinting it once. It keeps
+    /// no account: an update of it reads the account again.
     pub fn new(profile: Profile) -> Arc<Self> {
+        Self::made(profile, None, Instant::now())
+    }
+
+    /// The profile of `account` and `record`, both read from the databases at
+    /// `read_at`, keeping the account (the one shown, e-mail included).
+    pub fn of(account: &AccountSnapshot, record: &ProfileRecord, read_at: Instant) -> Arc<Self> {
+        Self::made(Profile::assemble(account, record), Some(account.clone()), read_at)
+    }
+
+    /// A profile read from the databases at `read_at` (as another cache level kept it),
+    /// with the account it shows if known.
+    pub fn restored(profile: Profile, account: Option<AccountSnapshot>, read_at: Instant) -> Arc<Self> {
+        Self::made(profile, account, read_at)
+    }
+
+    fn made(profile: Profile, account: Option<AccountSnapshot>, read_at: Instant) -> Arc<Self> {
         // Serialising plain data into a Vec cannot fail. Started at a typical profile's
         // size, so the buffer is not grown from empty through eight reallocations.
         let mut json = Vec::with_capacity(JSON_CAPACITY);
@@ -390,12 +427,32 @@ impl ProfileSnapshot {
         }
         let json = json.into_boxed_slice();
         let fingerprint = xxhash_rust::xxh3::xxh3_128(&json);
-        Arc::new(Self { profile, fingerprint, json })
+        Arc::new(Self { profile, fingerprint, json, account, read_at })
     }
 
     /// The profile's JSON object, without rewards.
     pub fn json(&self) -> &[u8] {
         &self.json
+    }
+
+    /// The account the profile shows, when the snapshot keeps it.
+    pub fn account(&self) -> Option<&AccountSnapshot> {
+        self.account.as_ref()
+    }
+
+    /// When the oldest data in the profile was read from the databases.
+    pub fn read_instant(&self) -> Instant {
+        self.read_at
+    }
+
+    /// How long ago that was.
+    pub fn age(&self) -> Duration {
+        self.read_at.elapsed()
+    }
+
+    /// Whether it may still be served under a profile TTL of `ttl`.
+    pub fn fresh_within(&self, ttl: Duration) -> bool {
+        self.age() < ttl
     }
 }
 

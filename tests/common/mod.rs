@@ -80,6 +80,11 @@ impl App {
         Self::build(MemoryCache::new(), config)
     }
 
+    /// The given cache, default config.
+    pub fn with_cache(cache: Arc<MemoryCache>) -> Self {
+        Self::build(cache, ServiceConfig::default())
+    }
+
     fn build(cache: Arc<MemoryCache>, config: ServiceConfig) -> Self {
         let accounts = MemoryAccounts::new();
         let profiles = MemoryProfiles::new();

@@ -139,6 +139,9 @@ pub struct MokaCache {
     /// right after an invalidation is still refused.
     floors: Option<Cache<UserId, i64>>,
     rewards: Cache<UserId, RewardsSnapshot>,
+    /// The profile TTL, counted from when a snapshot's data was read from the databases
+    /// (mini-moka's own, from the put, only bounds it).
+    profile_ttl: Duration,
     stripes: [Mutex<()>; STRIPES],
     profile_metrics: CacheMetrics,
     rewards_metrics: CacheMetrics,
@@ -177,6 +180,7 @@ impl MokaCache {
             profiles,
             floors,
             rewards,
+            profile_ttl: config.profile_ttl,
             stripes: std::array::from_fn(|_| Mutex::new(())),
             profile_metrics: CacheMetrics::new("profile"),
             rewards_metrics: CacheMetrics::new("rewards"),
@@ -207,8 +211,13 @@ impl MokaCache {
         self.rewards_metrics.entries.set(rewards as f64);
     }
 
+    /// The entry of `user_id`, unless its data was read from the databases a TTL ago or
+    /// more (a snapshot an update made from a cached account ages from that account's read).
     fn held(&self, user_id: UserId) -> Option<Arc<Held>> {
-        self.profiles.as_ref().and_then(|c| c.get(&user_id))
+        self.profiles
+            .as_ref()
+            .and_then(|c| c.get(&user_id))
+            .filter(|h| h.snapshot.fresh_within(self.profile_ttl))
     }
 
     fn stripe(&self, user_id: UserId) -> std::sync::MutexGuard<'_, ()> {

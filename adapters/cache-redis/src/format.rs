@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use profile_core::domain::{
-    BillingAddress, Business, Notifications, Personal, Preferences, Privacy, Profile, RewardsBalance,
-    RewardsSnapshot, Statistics, Theme, Visibility,
+    AccountSnapshot, AccountStatus, BillingAddress, Business, Notifications, OrderStats, Personal,
+    Preferences, Privacy, Profile, RewardsBalance, RewardsSnapshot, Statistics, Theme, Visibility,
 };
 use serde::{Deserialize, Serialize};
 
@@ -14,12 +14,15 @@ use serde::{Deserialize, Serialize};
 pub const FORMAT: u32 = 1;
 
 /// A profile entry: the format, when it was read from the databases (ms since the
-/// epoch), and the profile.
+/// epoch), the profile, and the account's username when the writer knew the account
+/// (absent in entries of older writers, ignored by them: same format).
 #[derive(Serialize, Deserialize)]
 struct StoredProfile {
     f: u32,
     read_at_ms: i64,
     p: ProfileV1,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -71,13 +74,15 @@ struct AddressV1 {
     country: String,
 }
 
-/// Encodes a profile read from the databases at `read_at_ms`.
-pub fn encode_profile(profile: &Profile, read_at_ms: i64) -> Vec<u8> {
+/// Encodes a profile read from the databases at `read_at_ms`, with the username of the
+/// account it shows when known.
+pub fn encode_profile(profile: &Profile, username: Option<&str>, read_at_ms: i64) -> Vec<u8> {
     let p = profile;
     let (per, pre, st, b) = (&p.personal, &p.preferences, &p.statistics, &p.business);
     let stored = StoredProfile {
         f: FORMAT,
         read_at_ms,
+        username: username.map(str::to_owned),
         p: ProfileV1 {
             user_id: p.user_id,
             version: p.version,
@@ -127,9 +132,11 @@ pub fn encode_profile(profile: &Profile, read_at_ms: i64) -> Vec<u8> {
     serde_json::to_vec(&stored).unwrap_or_default()
 }
 
-/// Decodes a profile entry: the profile and when it was read from the databases; `None`
-/// for an entry of another format or one that does not parse (a miss).
-pub fn decode_profile(bytes: &[u8]) -> Option<(Profile, i64)> {
+/// Decodes a profile entry: the profile, the account it shows (when the entry names its
+/// username: the rest is in the profile, and only active accounts' profiles are cached)
+/// and when it was read from the databases; `None` for an entry of another format or
+/// one that does not parse (a miss).
+pub fn decode_profile(bytes: &[u8]) -> Option<(Profile, Option<AccountSnapshot>, i64)> {
     let stored: StoredProfile = serde_json::from_slice(bytes).ok()?;
     if stored.f != FORMAT {
         return None;
@@ -191,7 +198,21 @@ pub fn decode_profile(bytes: &[u8]) -> Option<(Profile, i64)> {
             }),
         },
     };
-    Some((profile, stored.read_at_ms))
+    let account = stored.username.map(|username| AccountSnapshot {
+        id: profile.user_id,
+        email: profile.personal.email.clone(),
+        username,
+        status: AccountStatus::Active,
+        created_at: profile.created_at,
+        last_login_at: profile.statistics.last_login_at,
+        login_count: profile.statistics.login_count,
+        orders: OrderStats {
+            orders_count: profile.statistics.orders_count,
+            total_spent_cents: profile.statistics.total_spent_cents,
+            last_order_at: profile.statistics.last_order_at,
+        },
+    });
+    Some((profile, account, stored.read_at_ms))
 }
 
 /// A rewards entry.
@@ -230,10 +251,10 @@ pub fn decode_rewards(bytes: &[u8]) -> Option<RewardsSnapshot> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profile_core::domain::{AccountSnapshot, AccountStatus, OrderStats, ProfileRecord, ProfileSnapshot};
+    use profile_core::domain::{ProfileRecord, ProfileSnapshot};
 
-    fn profile() -> Profile {
-        let account = AccountSnapshot {
+    fn account() -> AccountSnapshot {
+        AccountSnapshot {
             id: 42,
             email: "ada@example.com".into(),
             username: "ada".into(),
@@ -242,7 +263,11 @@ mod tests {
             last_login_at: None,
             login_count: 3,
             orders: OrderStats::default(),
-        };
+        }
+    }
+
+    fn profile() -> Profile {
+        let account = account();
         let mut record = ProfileRecord::new_default(42);
         record.version = 7;
         record.fields.personal.city = Some("London".into());
@@ -260,17 +285,25 @@ mod tests {
     #[test]
     fn a_profile_round_trips_to_the_same_json_and_fingerprint() {
         let original = ProfileSnapshot::new(profile());
-        let bytes = encode_profile(&original.profile, 1234);
-        let (back, read_at) = decode_profile(&bytes).expect("decodes");
+        let bytes = encode_profile(&original.profile, None, 1234);
+        let (back, account, read_at) = decode_profile(&bytes).expect("decodes");
         assert_eq!(read_at, 1234);
+        assert_eq!(account, None, "no username written, no account read back");
         let again = ProfileSnapshot::new(back);
         assert_eq!(again.json(), original.json());
         assert_eq!(again.fingerprint, original.fingerprint);
     }
 
     #[test]
+    fn the_account_a_profile_shows_round_trips_with_its_username() {
+        let bytes = encode_profile(&profile(), Some("ada"), 1);
+        let (_, back, _) = decode_profile(&bytes).expect("decodes");
+        assert_eq!(back, Some(account()));
+    }
+
+    #[test]
     fn another_format_or_garbage_is_a_miss() {
-        let bytes = encode_profile(&profile(), 1);
+        let bytes = encode_profile(&profile(), None, 1);
         let text = String::from_utf8(bytes).expect("utf-8").replacen("\"f\":1", "\"f\":2", 1);
         assert!(decode_profile(text.as_bytes()).is_none());
         assert!(decode_profile(b"not json").is_none());

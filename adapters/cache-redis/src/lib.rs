@@ -746,8 +746,8 @@ impl CachePort for RedisCache {
             })
             .await;
         let decoded = raw.flatten().and_then(|b| format::decode_profile(&b));
-        let age = decoded.as_ref().map(|(_, read_at)| Utc::now().timestamp_millis() - read_at);
-        let (Some((profile, _)), Some(age)) = (decoded, age) else {
+        let age = decoded.as_ref().map(|(_, _, read_at)| Utc::now().timestamp_millis() - read_at);
+        let (Some((profile, account, _)), Some(age)) = (decoded, age) else {
             s.m.profile_misses.increment(1);
             return None;
         };
@@ -757,7 +757,9 @@ impl CachePort for RedisCache {
             return None;
         }
         s.m.profile_hits.increment(1);
-        let snapshot = ProfileSnapshot::new(profile);
+        let age = Duration::from_millis(u64::try_from(age).unwrap_or_default());
+        let read_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let snapshot = ProfileSnapshot::restored(profile, account, read_at);
         if s.connected() && s.epoch.load(Ordering::SeqCst) == epoch {
             let left = Duration::from_millis(u64::try_from(left).unwrap_or_default());
             s.remember_deadline(user_id, Instant::now() + left);
@@ -778,7 +780,16 @@ impl CachePort for RedisCache {
         // An invalidation this instance takes in from now on may announce a version newer
         // than this one: see below.
         let epoch = s.epoch.load(Ordering::SeqCst);
-        let payload = format::encode_profile(&snapshot.profile, Utc::now().timestamp_millis());
+        // The entry lives for what is left of the TTL since its data was read (an update
+        // made from a cached account keeps that account's read time).
+        let age = snapshot.age();
+        let left = ms(s.cfg.profile_ttl.saturating_sub(age));
+        if left <= 0 {
+            return;
+        }
+        let username = snapshot.account().map(|a| a.username.as_str());
+        let payload =
+            format::encode_profile(&snapshot.profile, username, Utc::now().timestamp_millis() - ms(age));
         let message = format!("p|{}|{user_id}", s.instance);
         let (key, mut conn) = (s.profile_key(user_id), s.conn.clone());
         let stored: Option<i64> = s
@@ -788,7 +799,7 @@ impl CachePort for RedisCache {
                     .key(&s.keys.generation)
                     .arg(snapshot.profile.version)
                     .arg(payload)
-                    .arg(ms(s.cfg.profile_ttl))
+                    .arg(left)
                     .arg(&s.keys.channel)
                     .arg(&message);
                 inv.invoke_async(&mut conn).await

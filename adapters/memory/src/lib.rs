@@ -522,7 +522,9 @@ impl CachePort for MemoryCache {
         if newer_cached || lock(&self.floors).get(&user_id).is_some_and(|floor| *floor > version) {
             return;
         }
-        profiles.insert(user_id, (snapshot, std::time::Instant::now()));
+        // The TTL runs from when the snapshot's data was read, not from the put.
+        let read_at = snapshot.read_instant();
+        profiles.insert(user_id, (snapshot, read_at));
     }
 
     async fn invalidate_profile(&self, user_id: UserId) {

@@ -81,18 +81,23 @@ fn assert_problem(r: &common::Resp, status: u16) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walks_the_contract_as_a_client() {
-    walk_the_contract(&Dbs::new()).await;
+    let dbs = Dbs::new();
+    walk_the_contract(&dbs, &|sql| common::exec_sql(&dbs.main(), sql)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walks_the_contract_as_a_client_on_postgres() {
     let server = profile_postgres::testing::PgServer::shared();
     let (main, profiles) = (server.database(), server.database());
-    walk_the_contract(&Dbs::postgres(main.url(), profiles.url())).await;
+    walk_the_contract(&Dbs::postgres(main.url(), profiles.url()), &|sql| {
+        main.psql(sql);
+    })
+    .await;
 }
 
-/// SPEC §3–§7 as a client sees them, on whichever databases `dbs` names.
-async fn walk_the_contract(dbs: &Dbs) {
+/// SPEC §3–§7 as a client sees them, on whichever databases `dbs` names; `main_sql`
+/// writes to the main database as the wider application does.
+async fn walk_the_contract(dbs: &Dbs, main_sql: &dyn Fn(&str)) {
     dbs.seed(3);
     let stub =
         profile_rewards_http::stub::StubServer::start_local(profile_rewards_http::stub::StubMode::Normal)
@@ -183,6 +188,20 @@ async fn walk_the_contract(dbs: &Dbs) {
     let r = http.patch(&url, &me, &json!({"personal": {"city": "Paris"}}), &[("if-match", &etag)]).await;
     assert_problem(&r, 412);
     assert_eq!(http.get(&url, &me).await.json()["personal"]["city"], serde_json::Value::Null);
+
+    // A login recorded in the main database while the profile is cached: GET serves the
+    // cached copy, and a PATCH under the ETag it served applies to what it showed.
+    let third = token(3);
+    let shown = http.get(&url, &third).await;
+    main_sql("UPDATE users SET login_count = login_count + 1 WHERE id = 3");
+    let served = http.get(&url, &third).await;
+    assert_eq!(served.header("etag"), shown.header("etag"), "served from the profile cache");
+    let served_tag = served.header("etag").unwrap().to_owned();
+    let logins = served.json()["statistics"]["login_count"].clone();
+    let r = http.patch(&url, &third, &json!({"personal": {"bio": "Hi"}}), &[("if-match", &served_tag)]).await;
+    assert_eq!(r.status, 200, "the ETag GET serves must satisfy If-Match: {}", r.text());
+    assert_eq!(r.json()["version"], 1);
+    assert_eq!(r.json()["statistics"]["login_count"], logins, "applied to the state the client was shown");
 
     // A no-op patch keeps the version.
     let r = http.patch(&url, &me, &json!({"preferences": {"theme": "dark"}}), &[]).await;
