@@ -403,22 +403,18 @@ impl ProfileSnapshot {
     /// Wraps a profile read just now, serialising and fingerprinting it once. It keeps
     /// no account: an update of it reads the account again.
     pub fn new(profile: Profile) -> Arc<Self> {
-        Self::made(profile, None, Instant::now())
+        Self::restored(profile, None, Instant::now())
     }
 
     /// The profile of `account` and `record`, both read from the databases at
     /// `read_at`, keeping the account (the one shown, e-mail included).
     pub fn of(account: &AccountSnapshot, record: &ProfileRecord, read_at: Instant) -> Arc<Self> {
-        Self::made(Profile::assemble(account, record), Some(account.clone()), read_at)
+        Self::restored(Profile::assemble(account, record), Some(account.clone()), read_at)
     }
 
     /// A profile read from the databases at `read_at` (as another cache level kept it),
     /// with the account it shows if known.
     pub fn restored(profile: Profile, account: Option<AccountSnapshot>, read_at: Instant) -> Arc<Self> {
-        Self::made(profile, account, read_at)
-    }
-
-    fn made(profile: Profile, account: Option<AccountSnapshot>, read_at: Instant) -> Arc<Self> {
         // Serialising plain data into a Vec cannot fail. Started at a typical profile's
         // size, so the buffer is not grown from empty through eight reallocations.
         let mut json = Vec::with_capacity(JSON_CAPACITY);

@@ -69,7 +69,6 @@
 pub mod format;
 pub mod testing;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -355,9 +354,6 @@ struct Shared {
     failures: AtomicU32,
     /// Until when the open breaker keeps the request path from waiting for Redis.
     open_until: Mutex<Option<Instant>>,
-    /// When first-level copies filled from Redis must stop being served (they were read
-    /// from the databases earlier than they were put there).
-    deadlines: Mutex<HashMap<UserId, Instant>>,
     m: Metrics,
 }
 
@@ -385,7 +381,8 @@ impl Drop for RedisCache {
 impl RedisCache {
     /// Checks the URL and starts the supervisor (on the current Tokio runtime), which
     /// connects in the background and keeps reconnecting; Redis need not be up. Install
-    /// the metrics recorder first.
+    /// the metrics recorder first. `local`, the first level, has the same profile TTL
+    /// (counted, as every cache counts it, from a snapshot's read time).
     pub fn start(cfg: RedisCacheConfig, local: Arc<dyn CachePort>) -> Result<Self, String> {
         let client = parse_url(&cfg.url)?;
         let manager_cfg = ConnectionManagerConfig::new()
@@ -417,7 +414,6 @@ impl RedisCache {
             last_heartbeat: Mutex::new(Instant::now()),
             failures: AtomicU32::new(0),
             open_until: Mutex::new(None),
-            deadlines: Mutex::new(HashMap::new()),
             m: Metrics::new(),
         });
         shared.m.connected.set(0.0);
@@ -581,7 +577,6 @@ impl Shared {
     }
 
     async fn clear_local(&self) {
-        lock(&self.deadlines).clear();
         self.local.clear_profiles().await;
     }
 
@@ -691,7 +686,6 @@ impl Shared {
         match (kind, user.and_then(|u| u.parse::<UserId>().ok())) {
             (Some("p"), Some(user_id)) => {
                 self.epoch.fetch_add(1, Ordering::SeqCst);
-                lock(&self.deadlines).remove(&user_id);
                 self.local.invalidate_profile(user_id).await;
                 self.m.received.increment(1);
             }
@@ -702,19 +696,6 @@ impl Shared {
             }
             _ => {}
         }
-    }
-
-    fn local_fresh(&self, user_id: UserId) -> bool {
-        lock(&self.deadlines).get(&user_id).is_none_or(|d| Instant::now() < *d)
-    }
-
-    fn remember_deadline(&self, user_id: UserId, deadline: Instant) {
-        let mut deadlines = lock(&self.deadlines);
-        if deadlines.len() >= 100_000 {
-            let now = Instant::now();
-            deadlines.retain(|_, d| *d > now);
-        }
-        deadlines.insert(user_id, deadline);
     }
 }
 
@@ -729,12 +710,10 @@ impl CachePort for RedisCache {
         if ttl.is_zero() || !s.connected() {
             return None;
         }
+        // A copy filled from Redis keeps its original read time, so the first level
+        // stops serving it a TTL after that read, not after the fill.
         if let Some(hit) = s.local.profile(user_id).await {
-            if s.local_fresh(user_id) {
-                return Some(hit);
-            }
-            lock(&s.deadlines).remove(&user_id);
-            s.local.invalidate_profile(user_id).await;
+            return Some(hit);
         }
         let epoch = s.epoch.load(Ordering::SeqCst);
         let (key, mut conn) = (s.profile_key(user_id), s.conn.clone());
@@ -761,8 +740,6 @@ impl CachePort for RedisCache {
         let read_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
         let snapshot = ProfileSnapshot::restored(profile, account, read_at);
         if s.connected() && s.epoch.load(Ordering::SeqCst) == epoch {
-            let left = Duration::from_millis(u64::try_from(left).unwrap_or_default());
-            s.remember_deadline(user_id, Instant::now() + left);
             s.local.put_profile(snapshot.clone()).await;
         }
         Some(snapshot)
@@ -810,7 +787,6 @@ impl CachePort for RedisCache {
                 if n == 2 {
                     s.m.sent.increment(1);
                 }
-                lock(&s.deadlines).remove(&user_id);
                 s.local.put_profile(snapshot).await;
                 // Another instance may have stored a newer version after this one, and its
                 // announcement been handled (the first level's copy dropped) before the
@@ -824,7 +800,6 @@ impl CachePort for RedisCache {
             Some(_) => {}
             None => {
                 // Unconfirmed (being verified): this instance's own copy may be older.
-                lock(&s.deadlines).remove(&user_id);
                 s.local.invalidate_profile(user_id).await;
             }
         }
@@ -834,7 +809,6 @@ impl CachePort for RedisCache {
     /// tombstone), and announces it before returning.
     async fn invalidate_profile(&self, user_id: UserId) {
         let s = &self.shared;
-        lock(&s.deadlines).remove(&user_id);
         s.local.invalidate_profile(user_id).await;
         if s.cfg.profile_ttl.is_zero() {
             return;

@@ -129,6 +129,23 @@ async fn a_change_on_one_instance_reaches_the_other_within_100_ms() {
     assert!(eventually(Duration::from_millis(100), async || version(&b, 1).await.is_none()).await);
 }
 
+/// SPEC §10: no copy is served more than the TTL after it was read from the databases,
+/// also one that reached B's first level from Redis long after that read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_filled_from_redis_expires_a_ttl_after_its_data_was_read_not_after_the_fill() {
+    let _serial = SERIAL.lock().await;
+    let redis = RedisServer::start();
+    let ttl = Duration::from_secs(1);
+    let (a, b) = (patient(&redis, ttl).await, patient(&redis, ttl).await);
+    let read = Instant::now();
+    a.put_profile(snapshot(3, 1)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(version(&b, 3).await, Some(1), "B fills its first level from Redis");
+    tokio::time::sleep((read + ttl + Duration::from_millis(100)).saturating_duration_since(Instant::now()))
+        .await;
+    assert_eq!(version(&b, 3).await, None, "B still serves a copy read more than a TTL ago");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balance_fetched_by_one_instance_is_found_by_the_other() {
     let _serial = SERIAL.lock().await;
